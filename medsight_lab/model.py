@@ -1,0 +1,235 @@
+"""A small transformer decoder that writes a report while cross-attending to image patches.
+
+Fixes over the reference notebook: causal self-attention (the reference let position t read token
+t+1 during training), a key-padding mask, and position embeddings for the image patches (the
+lesson is about *where*, and nodule / pneumothorax differ mainly in place). The cross-attention is
+written out so that its weights are returned, as in The Annotated Transformer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import generation
+
+
+@dataclass
+class ModelConfig:
+    d_vision: int = 64          # size of one patch feature vector (the image encoder's output)
+    d_model: int = 64           # width of the decoder
+    num_heads: int = 4          # attention heads; must divide d_model
+    num_layers: int = 2         # decoder blocks
+    vocab_size: int = 36        # len(medsight_lab.VOCAB)
+    max_len: int = 20           # longest token sequence, <bos> and <eos> included
+    n_patches: int = 16         # image patches (4x4 grid); sizes the patch position table
+    causal: bool = True         # False reproduces the reference's leak (chapter 5 case study)
+    patch_positions: bool = True  # False reproduces the reference's position-free patches
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self):
+        for name in ("d_vision", "d_model", "num_heads", "num_layers", "vocab_size", "max_len",
+                     "n_patches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads} must divide d_model={self.d_model}")
+        if self.max_len < 2:
+            raise ValueError(f"max_len must be at least 2 (<bos> and one token), got {self.max_len}")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"{name} must lie in [0, vocab_size={self.vocab_size})")
+
+
+def causal_mask(T: int, device=None) -> torch.Tensor:
+    """(T, T) bool, True where query i may attend to key j, i.e. j <= i."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def multi_head_attention(query, key, value, num_heads, mask=None):
+    """Scaled dot-product attention over `num_heads` heads, returning its weights.
+
+    query: (B, T, D), key and value: (B, S, D), already projected; D divisible by num_heads.
+    mask: bool, broadcastable to (B, H, T, S), True where attention is allowed.
+    Returns context (B, T, D) and weights (B, H, T, S) (each row sums to 1 over S).
+    """
+    B, T, D = query.shape
+    S = key.shape[1]
+    d_k = D // num_heads
+    q = query.view(B, T, num_heads, d_k).transpose(1, 2)   # (B, H, T, d_k)
+    k = key.view(B, S, num_heads, d_k).transpose(1, 2)     # (B, H, S, d_k)
+    v = value.view(B, S, num_heads, d_k).transpose(1, 2)   # (B, H, S, d_k)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)      # (B, H, T, S)
+    if mask is not None:
+        # Masking happens before the softmax, so masked keys get exactly zero weight.
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    context = (weights @ v).transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+    return context, weights
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention over the report tokens, with a key/value cache for
+    generation. Its weights are not needed, so training uses PyTorch's fused kernel."""
+
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def _heads(self, x):
+        B, T, D = x.shape
+        return x.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)  # (B, H, T, d_k)
+
+    def forward(self, x, mask=None, cache=None):
+        """x: (B, T, D); mask: bool (B, 1, T, T) or None. With `cache` (a list holding the past
+        keys and values, or empty), x holds only the new positions and the cache is extended."""
+        B, T, D = x.shape
+        q, k, v = (self._heads(t) for t in self.qkv(x).split(D, dim=-1))
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            cache[:] = [k, v]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, d_k)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class CrossAttention(nn.Module):
+    """Text queries attend to image patches; returns the output and the weights (B, H, T, N)."""
+
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def image_keys_values(self, image):
+        """Project the image once; generation reuses the result at every step."""
+        return self.k(image), self.v(image)
+
+    def forward(self, text, image_kv):
+        context, weights = multi_head_attention(self.q(text), *image_kv, self.num_heads)
+        return self.out(context), weights
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: causal self-attention, cross-attention to the image, feed-forward."""
+
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
+        self.self_attn = SelfAttention(d_model, num_heads)
+        self.cross_attn = CrossAttention(d_model, num_heads)
+        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
+                                 nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x, image_kv, mask=None, cache=None):
+        x = x + self.self_attn(self.norm1(x), mask, cache)
+        ca_out, attn = self.cross_attn(self.norm2(x), image_kv)
+        x = x + ca_out
+        x = x + self.ffn(self.norm3(x))
+        return x, attn
+
+
+class GroundedReportVLM(nn.Module):
+    """Report generator: `forward(image_patches, token_ids) -> (logits, attn)` where attn is a
+    list with one (B, H, T, N) cross-attention tensor per layer."""
+
+    def __init__(self, d_vision, d_model, num_heads, num_layers, vocab_size, max_len,
+                 n_patches=16, causal=True, patch_positions=True, pad_id=0, bos_id=1, eos_id=2):
+        super().__init__()
+        self.config = cfg = ModelConfig(d_vision, d_model, num_heads, num_layers, vocab_size,
+                                        max_len, n_patches, causal, patch_positions,
+                                        pad_id, bos_id, eos_id)
+        self.image_proj = nn.Linear(d_vision, d_model)
+        self.patch_embedding = nn.Embedding(n_patches, d_model) if patch_positions else None
+        self.token_embedding = nn.Embedding(vocab_size, d_model)
+        self.pos_embedding = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(DecoderBlock(d_model, num_heads) for _ in range(num_layers))
+        self.output_head = nn.Linear(d_model, vocab_size)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | dict):
+        return cls(**(asdict(config) if isinstance(config, ModelConfig) else config))
+
+    # -- input checks: clear errors instead of tracebacks from deep inside torch ----------------
+    def _check_patches(self, image_patches):
+        cfg = self.config
+        if not isinstance(image_patches, torch.Tensor):
+            raise TypeError(f"image_patches must be a tensor, got {type(image_patches).__name__}")
+        if (image_patches.dim() != 3 or image_patches.shape[1] != cfg.n_patches
+                or image_patches.shape[2] != cfg.d_vision):
+            raise ValueError(f"image_patches must have shape (B, n_patches={cfg.n_patches}, "
+                             f"d_vision={cfg.d_vision}), got {tuple(image_patches.shape)}")
+
+    def _check_tokens(self, token_ids, batch_size):
+        cfg = self.config
+        if not isinstance(token_ids, torch.Tensor) or token_ids.dtype not in (torch.long,
+                                                                             torch.int):
+            raise TypeError("token_ids must be an integer (long) tensor")
+        if token_ids.dim() != 2 or token_ids.shape[0] != batch_size:
+            raise ValueError(f"token_ids must have shape (B={batch_size}, T), "
+                             f"got {tuple(token_ids.shape)}")
+        if not 1 <= token_ids.shape[1] <= cfg.max_len:
+            raise ValueError(f"sequence length T={token_ids.shape[1]} must be between 1 and "
+                             f"max_len={cfg.max_len}")
+        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= cfg.vocab_size):
+            raise ValueError(f"token ids must lie in [0, vocab_size={cfg.vocab_size}), got values "
+                             f"in [{int(token_ids.min())}, {int(token_ids.max())}]")
+
+    # -- the two halves of a forward pass, shared with generation ------------------------------
+    def encode_image(self, image_patches):
+        """(B, N, d_vision) -> per-layer (keys, values) of the projected, position-tagged image."""
+        self._check_patches(image_patches)
+        image = self.image_proj(image_patches)                       # (B, N, D)
+        if self.patch_embedding is not None:
+            image = image + self.patch_embedding.weight               # (N, D) broadcasts over B
+        return [block.cross_attn.image_keys_values(image) for block in self.blocks]
+
+    def decode(self, token_ids, image_kv, start=0, mask=None, caches=None):
+        """Token ids (B, T) at positions start..start+T-1 -> logits (B, T, V), attn list."""
+        positions = torch.arange(start, start + token_ids.shape[1], device=token_ids.device)
+        x = self.token_embedding(token_ids) + self.pos_embedding(positions)
+        all_attn = []
+        for i, block in enumerate(self.blocks):
+            x, attn = block(x, image_kv[i], mask, None if caches is None else caches[i])
+            all_attn.append(attn)
+        return self.output_head(x), all_attn
+
+    def self_attention_mask(self, token_ids):
+        """(B, 1, T, T) bool: causal (if configured) and no attention to <pad> keys. A position
+        may always see itself, so even an all-<pad> row has a key to attend to."""
+        T = token_ids.shape[1]
+        allowed = (token_ids != self.config.pad_id)[:, None, None, :]           # (B, 1, 1, T)
+        allowed = allowed | torch.eye(T, dtype=torch.bool, device=token_ids.device)
+        if self.config.causal:
+            allowed = allowed & causal_mask(T, token_ids.device)
+        return allowed
+
+    def forward(self, image_patches, token_ids):
+        """
+        Args:
+            image_patches: (B, N, d_vision)
+            token_ids: (B, T), T <= max_len
+        Returns:
+            logits: (B, T, vocab_size)
+            all_attn: list of (B, H, T, N) per layer
+        """
+        image_kv = self.encode_image(image_patches)
+        self._check_tokens(token_ids, image_patches.shape[0])
+        return self.decode(token_ids, image_kv, mask=self.self_attention_mask(token_ids))
+
+    def generate(self, image_patches, max_len=None, num_beams=1, length_penalty=1.0):
+        """Write reports for a batch of images; see `medsight_lab.generation.generate`."""
+        return generation.generate(self, image_patches, max_len=max_len, num_beams=num_beams,
+                                   length_penalty=length_penalty)
