@@ -233,3 +233,18 @@ class GroundedReportVLM(nn.Module):
         """Write reports for a batch of images; see `medsight_lab.generation.generate`."""
         return generation.generate(self, image_patches, max_len=max_len, num_beams=num_beams,
                                    length_penalty=length_penalty)
+
+
+@torch.no_grad()
+def future_leak(model, image_patches, token_ids, position) -> bool:
+    """The leak test: does changing the token at `position` change any logit before it?
+
+    A causal decoder must answer False. image_patches (1, N, d_vision), token_ids (1, T).
+    """
+    if not 0 < position < token_ids.shape[1]:
+        raise ValueError(f"position must lie in [1, T={token_ids.shape[1]}), got {position}")
+    changed = token_ids.clone()
+    changed[:, position] = (changed[:, position] + 1) % model.config.vocab_size
+    before, _ = model(image_patches, token_ids)
+    after, _ = model(image_patches, changed)
+    return not torch.allclose(before[:, :position], after[:, :position], atol=1e-6)

@@ -18,7 +18,7 @@ def test_causal_mask():
 
 
 def test_changing_token_t_changes_no_logit_before_t(model, dataset):
-    """The leak test: the reference (no causal mask) fails it."""
+    """The leak test, by hand: logits before t stay, logits from t on change."""
     patches, tokens = dataset[0]["patches"][None], dataset[0]["token_ids"][None].clone()
     before, _ = model(patches, tokens)
     t = 6
@@ -28,14 +28,15 @@ def test_changing_token_t_changes_no_logit_before_t(model, dataset):
     assert not torch.allclose(before[:, t], after[:, t])
 
 
-def test_leak_test_catches_a_model_without_causal_mask(dataset):
+@pytest.mark.parametrize("t", [1, 6, 19])
+def test_future_leak_passes_the_causal_model_and_catches_the_reference(model, dataset, t):
+    patches, tokens = dataset[0]["patches"][None], dataset[0]["token_ids"][None]
+    assert not ml.future_leak(model, patches, tokens, t)
     torch.manual_seed(0)
-    leaky = ml.default_model(causal=False).eval()
-    patches, tokens = dataset[0]["patches"][None], dataset[0]["token_ids"][None].clone()
-    before, _ = leaky(patches, tokens)
-    tokens[0, 6] = 3
-    after, _ = leaky(patches, tokens)
-    assert not torch.allclose(before[:, :6], after[:, :6])
+    leaky = ml.default_model(causal=False).eval()   # the reference notebook's decoder
+    assert ml.future_leak(leaky, patches, tokens, t)
+    with pytest.raises(ValueError, match="position"):
+        ml.future_leak(model, patches, tokens, 0)
 
 
 def test_padding_keys_are_ignored(model, dataset):

@@ -1,0 +1,362 @@
+"""Figures for the chapters: patch grids, attention heatmaps, grounding maps, curves, metric bars.
+
+Conventions:
+- Single-panel functions accept `ax=` (a new figure is made when it is None) and return the Axes;
+  multi-panel functions make their own figure and return the Figure. Nothing calls `plt.show()`,
+  so every function works under the non-interactive `Agg` backend (tests, CI, the book build).
+- The patch grid is square (4 x 4 for the course's 16 patches): patch p sits at row p // side,
+  column p % side. Lesion patches are outlined in white with a black halo, so the outline stays
+  visible on both ends of the colour map.
+- Colour maps are perceptually uniform and colour-blind safe: cividis for image content, viridis
+  for attention.
+- Inputs may be torch tensors, NumPy arrays or lists; bad shapes raise ValueError naming the
+  expected shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.patheffects as path_effects
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+
+IMAGE_CMAP = "cividis"
+ATTENTION_CMAP = "viridis"
+LESION_LABEL = "lesion"          # gid of the outline rectangles, so tests and users can find them
+
+LOSS_TERMS = {                   # history key -> panel title
+    "loss": "total loss",
+    "ce": "cross-entropy (next token)",
+    "ground": "grounding loss",
+    "entropy": "attention entropy",
+}
+VALIDATION_KEYS = {              # optional history keys -> legend label
+    "val_finding_accuracy": "finding accuracy",
+    "val_exact_match": "exact-match reports",
+}
+
+
+# -- input handling ------------------------------------------------------------------------------
+def _as_array(x, name: str) -> np.ndarray:
+    """Tensor (any device, with or without grad), array or list -> float NumPy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a tensor, an array or a list of numbers") from err
+
+
+def _grid_side(n_patches: int, name: str) -> int:
+    side = math.isqrt(n_patches)
+    if n_patches == 0 or side * side != n_patches:
+        raise ValueError(f"{name} must have a square number of patches N (16 for a 4x4 grid), "
+                         f"got N={n_patches}")
+    return side
+
+
+def _as_patch_vector(x, name: str, n_patches: int | None = None) -> np.ndarray:
+    """A (N,) vector over patches, N a square number (and equal to n_patches if given)."""
+    arr = _as_array(x, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,) with one value per patch, "
+                         f"got shape {arr.shape}")
+    if n_patches is not None and arr.shape[0] != n_patches:
+        raise ValueError(f"{name} must have shape (N={n_patches},), got shape {arr.shape}")
+    _grid_side(arr.shape[0], name)
+    return arr
+
+
+def _as_attention(attn, tokens, name="attn") -> np.ndarray:
+    """(T, N) attention cropped to len(tokens) rows: decode_tokens drops the <pad> positions,
+    which are always the trailing rows."""
+    arr = _as_array(attn, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (T, N): one row per token, one column per "
+                         f"patch; got shape {arr.shape}")
+    if not 0 < len(tokens) <= arr.shape[0]:
+        raise ValueError(f"tokens must hold between 1 and T={arr.shape[0]} strings (one per "
+                         f"row of {name}), got {len(tokens)}")
+    _grid_side(arr.shape[1], name)
+    return arr[:len(tokens)]
+
+
+def _new_axes(ax, figsize):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+# -- the patch grid ------------------------------------------------------------------------------
+def _draw_grid(ax, values, lesion_mask, cmap, colorbar_label, title, vmin=None, vmax=None):
+    """Draw a (N,) vector as its side x side grid, number the patches, outline the lesion."""
+    side = _grid_side(values.shape[0], "values")
+    im = ax.imshow(values.reshape(side, side), cmap=cmap, vmin=vmin, vmax=vmax)
+    halo = [path_effects.withStroke(linewidth=2, foreground="black")]
+    for p in range(side * side):
+        ax.text(p % side - 0.42, p // side - 0.42, str(p), ha="left", va="top", fontsize=7,
+                color="white", path_effects=halo)
+    has_lesion = lesion_mask is not None and lesion_mask.any()
+    if lesion_mask is not None:
+        for p in np.flatnonzero(lesion_mask > 0.5):
+            ax.add_patch(Rectangle((p % side - 0.5, p // side - 0.5), 1, 1, fill=False,
+                                   edgecolor="white", linewidth=2.5, gid=LESION_LABEL,
+                                   path_effects=[path_effects.withStroke(linewidth=4.5,
+                                                                         foreground="black")]))
+    ax.set_xticks(range(side))
+    ax.set_yticks(range(side))
+    ax.set_xlabel("patch column" + ("  (outlined: lesion)" if has_lesion else ""))
+    ax.set_ylabel("patch row")
+    ax.set_title(title)
+    ax.figure.colorbar(im, ax=ax, label=colorbar_label, shrink=0.85)
+    return im
+
+
+def plot_patch_grid(patches_or_norms, lesion_mask=None, ax=None,
+                    title="Image: L2 norm of each patch"):
+    """Show an image as its grid of patches, the lesion outlined.
+
+    patches_or_norms: (N, d_vision) patch features (each patch is shown by its L2 norm) or a (N,)
+    vector of values to show. lesion_mask: optional (N,) 0/1. Returns the Axes.
+    """
+    arr = _as_array(patches_or_norms, "patches_or_norms")
+    if arr.ndim == 2:
+        values, label = np.linalg.norm(arr, axis=-1), "L2 norm of patch features"
+    elif arr.ndim == 1:
+        values, label = arr, "value"
+    else:
+        raise ValueError("patches_or_norms must have shape (N, d_vision) or (N,), "
+                         f"got shape {arr.shape}")
+    _grid_side(values.shape[0], "patches_or_norms")
+    mask = None if lesion_mask is None else _as_patch_vector(lesion_mask, "lesion_mask",
+                                                             values.shape[0])
+    ax = _new_axes(ax, (4.2, 3.6))
+    _draw_grid(ax, values, mask, IMAGE_CMAP, label, title)
+    return ax
+
+
+def plot_grounding_map(attn_row, lesion_mask=None, ax=None,
+                       title="Where one word looks: cross-attention over patches"):
+    """One query's attention (N,) on the patch grid, the lesion outlined and the most-attended
+    patch (the pointing game's guess) marked with a cross. Returns the Axes."""
+    row = _as_patch_vector(attn_row, "attn_row")
+    mask = None if lesion_mask is None else _as_patch_vector(lesion_mask, "lesion_mask",
+                                                             row.shape[0])
+    ax = _new_axes(ax, (4.2, 3.6))
+    _draw_grid(ax, row, mask, ATTENTION_CMAP, "attention weight", title, vmin=0)
+    side = _grid_side(row.shape[0], "attn_row")
+    top = int(np.argmax(row))
+    ax.plot(top % side, top // side, marker="x", markersize=11, markeredgewidth=2.5,
+            color="#d62728", path_effects=[path_effects.withStroke(linewidth=4.5,
+                                                                   foreground="white")],
+            linestyle="none", label="most-attended patch")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False)
+    return ax
+
+
+# -- attention as matrices -----------------------------------------------------------------------
+def plot_attention_heatmap(attn, tokens, ax=None, grounded=None,
+                           title="Cross-attention: each token's weights over the patches"):
+    """Tokens x patches heatmap of one cross-attention map.
+
+    attn: (T, N); row t is the query that reads token t (and predicts token t + 1). tokens: the
+    token strings, at most T of them; the rows past len(tokens) (padding) are not drawn.
+    grounded: optional bools per token; those labels are marked with "*" and drawn in bold.
+    Returns the Axes.
+    """
+    rows = _as_attention(attn, tokens)
+    if grounded is not None and len(grounded) < len(tokens):
+        raise ValueError(f"grounded must hold one flag per token ({len(tokens)}), "
+                         f"got {len(grounded)}")
+    ax = _new_axes(ax, (5.5, 0.28 * len(tokens) + 1.5))
+    im = ax.imshow(rows, cmap=ATTENTION_CMAP, aspect="auto", vmin=0)
+    ax.set_yticks(range(len(tokens)))
+    ax.set_yticklabels([f"{tok} *" if grounded is not None and grounded[t] else tok
+                        for t, tok in enumerate(tokens)], fontsize=8)
+    if grounded is not None:
+        for label, flag in zip(ax.get_yticklabels(), grounded):
+            label.set_fontweight("bold" if flag else "normal")
+    ax.set_xticks(range(rows.shape[1]))
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("image patch")
+    ax.set_ylabel("token read" + ("  (* = finding word)" if grounded is not None else ""))
+    ax.set_title(title)
+    ax.figure.colorbar(im, ax=ax, label="attention weight")
+    return ax
+
+
+def show_heatmaps(matrices, xlabel, ylabel, titles=None, figsize=None, cmap=ATTENTION_CMAP,
+                  colorbar_label="attention weight"):
+    """A grid of heatmaps with one shared colour scale, after d2l's `show_heatmaps`.
+
+    matrices: (rows, cols, h, w), e.g. layers x heads x tokens x patches. titles: one per column
+    (a flat list) or one per panel (a list of rows). Returns the Figure.
+    """
+    arr = _as_array(matrices, "matrices")
+    if arr.ndim != 4:
+        raise ValueError(f"matrices must have shape (rows, cols, h, w), got shape {arr.shape}")
+    n_rows, n_cols = arr.shape[:2]
+    if figsize is None:
+        figsize = (2.4 * n_cols + 1.2, 2.2 * n_rows + 0.4)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=figsize, sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")
+    # One colour scale for all panels, otherwise the single colour bar would misread them.
+    vmin, vmax = float(arr.min()), float(arr.max())
+    for i in range(n_rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            im = ax.imshow(arr[i, j], cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+            if i == n_rows - 1:
+                ax.set_xlabel(xlabel)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if titles is not None:
+                ax.set_title(_panel_title(titles, i, j, n_rows, n_cols), fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.8, label=colorbar_label)
+    return fig
+
+
+def _panel_title(titles, i, j, n_rows, n_cols):
+    if len(titles) == n_rows and all(isinstance(t, (list, tuple)) for t in titles):
+        if len(titles[i]) != n_cols:
+            raise ValueError(f"titles must be {n_cols} strings or {n_rows} lists of {n_cols}")
+        return titles[i][j]
+    if len(titles) != n_cols:
+        raise ValueError(f"titles must be {n_cols} strings (one per column) or {n_rows} lists "
+                         f"of {n_cols} (one per panel), got {len(titles)} entries")
+    return titles[j]
+
+
+# -- training and evaluation summaries -----------------------------------------------------------
+def plot_training_curves(history):
+    """One panel per loss term (loss, ce, ground, entropy), plus a panel of validation scores when
+    the history holds `val_finding_accuracy` / `val_exact_match`. Returns the Figure."""
+    if not isinstance(history, dict):
+        raise TypeError(f"history must be a dict of per-epoch lists, got {type(history).__name__}")
+    missing = [k for k in LOSS_TERMS if k not in history]
+    if missing:
+        raise ValueError(f"history must have the keys {list(LOSS_TERMS)} (per-epoch lists); "
+                         f"missing {missing}")
+    validation = [k for k in VALIDATION_KEYS if k in history]
+    n_panels = len(LOSS_TERMS) + bool(validation)
+    fig, axes = plt.subplots(1, n_panels, figsize=(3.2 * n_panels, 3.0), layout="constrained")
+    for ax, key in zip(axes, LOSS_TERMS):
+        _plot_series(ax, history[key], key)
+        ax.set_title(LOSS_TERMS[key])
+        ax.set_ylabel(key)
+    if validation:
+        ax = axes[-1]
+        for key in validation:
+            _plot_series(ax, history[key], key, label=VALIDATION_KEYS[key])
+        ax.set_ylim(0, 1.05)
+        ax.set_title("validation (free-running)")
+        ax.set_ylabel("fraction of reports")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _plot_series(ax, values, key, label=None):
+    values = _as_array(values, f"history[{key!r}]")
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"history[{key!r}] must be a non-empty list of per-epoch numbers, "
+                         f"got shape {values.shape}")
+    epochs = np.arange(1, values.size + 1)
+    ax.plot(epochs, values, marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def plot_metric_bars(metrics, chance=None, keys=None, ax=None,
+                     title="Scores, with the chance level of each"):
+    """Bar chart of scores in [0, 1], each with its chance level drawn as a dashed line.
+
+    metrics: dict name -> value; an entry `X_chance` is the chance level of `X` (as `evaluate`
+    returns them). chance: optional dict name -> chance level, added to / overriding those.
+    keys: which metrics to draw (default: every float in `metrics` that is not a chance level;
+    counts such as `n_samples` (ints) and per-finding tables are skipped). Returns the Axes.
+    """
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict name -> value, got {type(metrics).__name__}")
+    levels = {k[:-len("_chance")]: v for k, v in metrics.items() if k.endswith("_chance")}
+    levels.update(chance or {})
+    if keys is None:
+        keys = [k for k, v in metrics.items()
+                if not k.endswith("_chance") and isinstance(v, (float, np.floating))]
+    if not keys:
+        raise ValueError("metrics holds no score (a float) to draw")
+    for k in keys:
+        if k not in metrics:
+            raise ValueError(f"metric {k!r} is not in metrics (has {sorted(metrics)})")
+        if not 0 <= float(metrics[k]) <= 1:
+            raise ValueError(f"plot_metric_bars draws scores in [0, 1]; {k}={metrics[k]} is "
+                             "not one: pass keys=[...] to choose the scores to draw")
+    values = [float(metrics[k]) for k in keys]
+    ax = _new_axes(ax, (1.1 * len(keys) + 2, 3.4))
+    x = np.arange(len(keys))
+    bars = ax.bar(x, values, color="#3b528b", width=0.7, label="model")
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
+    with_chance = [i for i, k in enumerate(keys) if k in levels]
+    if with_chance:
+        ax.hlines([float(levels[keys[i]]) for i in with_chance],
+                  [i - 0.42 for i in with_chance], [i + 0.42 for i in with_chance],
+                  colors="#fde725", linestyles="--", linewidth=2.5, label="chance level",
+                  path_effects=[path_effects.withStroke(linewidth=4, foreground="black")])
+    ax.set_xticks(x)
+    ax.set_xticklabels([k.replace("_", " ") for k in keys], rotation=20, ha="right")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return ax
+
+
+# -- the chapter's summary figure ----------------------------------------------------------------
+def plot_findings_overview(examples, figsize=None,
+                           suptitle="Cross-attention by finding (last layer, mean of heads)"):
+    """One row per example: the image with its lesion, the token x patch cross-attention, and
+    the grounding map of the finding words (their attention rows averaged).
+
+    examples: list of dicts with keys "finding_name" (str), "patches" (N, d_vision),
+    "lesion_mask" (N,), "tokens" (list of str), "attn" (T, N) and "grounded" (one bool per
+    token: is it a finding word). Only the finding words enter the grounding map: averaging the
+    whole report would mix in "there is a", which looks at nothing in particular.
+    Returns the Figure.
+    """
+    required = ("finding_name", "patches", "lesion_mask", "tokens", "attn", "grounded")
+    if not examples:
+        raise ValueError("examples must be a non-empty list of dicts")
+    for n, example in enumerate(examples):
+        missing = [k for k in required if k not in example]
+        if missing:
+            raise ValueError(f"examples[{n}] must have the keys {list(required)}; "
+                             f"missing {missing}")
+    if figsize is None:
+        figsize = (14, 3.4 * len(examples))
+    fig, axes = plt.subplots(len(examples), 3, figsize=figsize, squeeze=False,
+                             layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1.6, 1]})
+    for row, example in zip(axes, examples):
+        name, tokens = example["finding_name"], list(example["tokens"])
+        attn = _as_attention(example["attn"], tokens)
+        grounded = np.asarray(example["grounded"], dtype=bool)[:len(tokens)]
+        if grounded.shape != (len(tokens),):
+            raise ValueError(f"grounded of {name!r} must hold one flag per token "
+                             f"({len(tokens)}), got {grounded.shape[0]}")
+        plot_patch_grid(example["patches"], example["lesion_mask"], ax=row[0],
+                        title=f"{name}: image (patch norms)")
+        plot_attention_heatmap(attn, tokens, ax=row[1], grounded=grounded,
+                               title=f"{name}: cross-attention per token")
+        if grounded.any():
+            plot_grounding_map(attn[grounded].mean(axis=0), example["lesion_mask"], ax=row[2],
+                               title=f"{name}: finding words, mean attention")
+        else:
+            row[2].text(0.5, 0.5, "no finding words in this report:\nnothing to ground",
+                        ha="center", va="center", transform=row[2].transAxes)
+            row[2].set_title(f"{name}: grounding map")
+            row[2].set_axis_off()
+    fig.suptitle(suptitle, fontweight="bold")
+    return fig

@@ -1,0 +1,33 @@
+"""The stored chapters are clean: executed in order from a fresh kernel, canonical metadata.
+(nbval, run by scripts/test.sh, proves that their outputs are current.)"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_chapters():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_clean(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert set(nb["metadata"]) <= {"kernelspec", "language_info", "medsight_lab"}, \
+        "stray notebook metadata: run scripts/execute_notebooks.py"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and c["source"]]
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), \
+        "not executed top to bottom from a fresh kernel: run scripts/execute_notebooks.py"
+    for cell in nb["cells"]:
+        assert "execution" not in cell["metadata"] and "ExecuteTime" not in cell["metadata"]
+        assert "id" in cell, "every cell needs a stable id (nbformat >= 4.5)"
+        for out in cell.get("outputs", []):
+            assert out.get("name") != "stderr", \
+                f"{path.name}: a cell writes to stderr (warnings are not allowed): {out['text'][:200]}"
+            assert out.get("output_type") != "error", f"{path.name}: a cell raised an error"
+    assert "import medsight_lab" in "".join("".join(c["source"]) for c in code)
