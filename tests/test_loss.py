@@ -3,29 +3,7 @@ import torch
 import torch.nn.functional as F
 
 import medsight_lab as ml
-
-
-def reference_compute_loss(logits, token_ids, attn_weights, finding_masks,
-                           lambda_ground=0.1, lambda_entropy=0.01):
-    """The reference notebook's loss, verbatim: the oracle for `compute_loss`."""
-    shift_logits = logits[:, :-1].contiguous()
-    shift_targets = token_ids[:, 1:].contiguous()
-    ce_loss = F.cross_entropy(shift_logits.view(-1, logits.size(-1)),
-                              shift_targets.view(-1), ignore_index=0)
-    last_attn = attn_weights[-1]
-    avg_attn = last_attn.mean(dim=1)
-    mask_exists = finding_masks.sum(dim=-1) > 0
-    if mask_exists.any():
-        attn_for_ground = avg_attn[mask_exists]
-        masks_for_ground = finding_masks[mask_exists]
-        ground_loss = F.binary_cross_entropy(
-            attn_for_ground.clamp(1e-6, 1 - 1e-6),
-            masks_for_ground / (masks_for_ground.sum(dim=-1, keepdim=True) + 1e-6))
-    else:
-        ground_loss = torch.tensor(0.0, device=logits.device)
-    entropy = -(avg_attn * (avg_attn + 1e-8).log()).sum(dim=-1).mean()
-    total = ce_loss + lambda_ground * ground_loss + lambda_entropy * entropy
-    return total, ce_loss, ground_loss, entropy
+from medsight_lab.reference import compute_loss as reference_compute_loss
 
 
 def random_inputs(seed, B=4, T=12, V=36, H=4, N=16, layers=2, with_findings=True):
