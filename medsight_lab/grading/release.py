@@ -1,0 +1,247 @@
+"""The student edition: the instructor notebooks with every solution and hidden test removed.
+
+    python -m medsight_lab release        # -> _build/student/{README.md, notebooks/, _build/html}
+
+In each notebook an answer cell keeps its signature and docstring and the region between
+`### BEGIN SOLUTION` and `### END SOLUTION` becomes `raise NotImplementedError(...)`; check cells
+lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region; every output is cleared and
+only metadata that cannot hold solution text is kept. Running it twice gives identical bytes.
+Before returning, the whole edition (notebooks and HTML) is searched for the solution lines.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+
+SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
+HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+MARKDOWN_STUB = "*Write your answer here.*"
+# nbgrader keys that say what a cell is; anything else (e.g. a checksum of the source) is dropped.
+NBGRADER_KEYS = ("grade", "grade_id", "locked", "points", "schema_version", "solution", "task")
+# Tags that fold a cell in the book: the instructor book folds solutions, a stub stays visible.
+FOLDING_TAGS = {"hide-input", "hide-output", "hide-cell", "remove-input", "remove-output",
+                "remove-cell"}
+NOTEBOOK_METADATA = ("kernelspec", "language_info", "medsight_lab")
+# Solution lines shorter than this are too common ("return x") to prove a leak when searched for.
+MIN_SECRET_LENGTH = 12
+
+README = """\
+# MedSight Lab — student edition
+
+The chapters of the course, ready for you to work in. Start with `notebooks/00_setup.ipynb`.
+
+- Each exercise is a function whose body reads `raise NotImplementedError(...)`: replace those
+  lines with your code, keeping the function's name and signature.
+- Run the check cell below it: it prints one line, `✔` when your answer is right, or `✘` and
+  what to fix. At grading time further (hidden) tests run on your answers.
+- Hand in the notebooks themselves (`.ipynb`). Do not delete, split or duplicate the answer
+  cells, and do not edit the locked check cells: grading runs your answer cells inside the
+  course's own copy of each chapter.
+- The book's HTML version is in `_build/html/index.html` (when it was built).
+"""
+
+
+class ReleaseError(ValueError):
+    """The instructor source cannot be turned into a student edition safely."""
+
+
+def _regions(source, markers, where):
+    """Yield (begin, end) line indices of each marked region; unbalanced markers are an error,
+    since guessing could leak a solution."""
+    begin, end = markers
+    lines = source.splitlines()
+    start = None
+    for i, line in enumerate(lines):
+        if begin in line:
+            if start is not None:
+                raise ReleaseError(f"{where}: '{begin}' twice without '{end}'")
+            start = i
+        elif end in line:
+            if start is None:
+                raise ReleaseError(f"{where}: '{end}' without '{begin}'")
+            yield start, i
+            start = None
+    if start is not None:
+        raise ReleaseError(f"{where}: '{begin}' without '{end}'")
+
+
+def stub_source(source, exercise_id, where="cell"):
+    """The answer cell's source with each solution region replaced by a NotImplementedError."""
+    lines = source.splitlines()
+    regions = list(_regions(source, SOLUTION, where))
+    if not regions:                                   # nbgrader: the whole cell is the answer
+        return f'# YOUR CODE HERE\nraise NotImplementedError("{exercise_id}: your code here")'
+    for begin, end in reversed(regions):
+        indent = re.match(r"\s*", lines[begin]).group()
+        lines[begin:end + 1] = [
+            f"{indent}# YOUR CODE HERE",
+            f'{indent}raise NotImplementedError("{exercise_id}: your code here")']
+    return "\n".join(lines)
+
+
+def strip_hidden_tests(source, where="cell"):
+    lines = source.splitlines()
+    for begin, end in reversed(list(_regions(source, HIDDEN_TESTS, where))):
+        del lines[begin:end + 1]
+    return "\n".join(lines).rstrip()
+
+
+def secret_lines(nb):
+    """The lines of an instructor notebook that must not reach students: solution and hidden-test
+    regions (markers excluded), and whole solution cells without markers."""
+    secrets = []
+    for cell in nb.cells:
+        lines = cell.source.splitlines()
+        regions = [r for markers in (SOLUTION, HIDDEN_TESTS)
+                   for r in _regions(cell.source, markers, f"cell {cell.get('id')}")]
+        if _is_solution(cell) and not regions:
+            regions = [(-1, len(lines))]
+        for begin, end in regions:
+            secrets += [line.strip() for line in lines[begin + 1:end]]
+    return sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH and not s.startswith("#")})
+
+
+def _is_solution(cell):
+    return bool(cell.metadata.get("nbgrader", {}).get("solution")) or (
+        cell.cell_type == "code" and SOLUTION[0] in cell.source)
+
+
+def student_cell(cell, where):
+    """The student's version of one cell (a new cell; the instructor's is left alone)."""
+    cell = copy.deepcopy(cell)
+    nbgrader = {k: v for k, v in cell.metadata.get("nbgrader", {}).items() if k in NBGRADER_KEYS}
+    tags = list(cell.metadata.get("tags", []))
+    if _is_solution(cell):
+        if cell.cell_type == "code":
+            cell.source = stub_source(cell.source, nbgrader.get("grade_id", cell.get("id")), where)
+        else:
+            cell.source = MARKDOWN_STUB
+            cell.pop("attachments", None)
+        tags = [t for t in tags if t not in FOLDING_TAGS]
+    cell.source = strip_hidden_tests(cell.source, where)
+    cell.metadata = {}
+    if nbgrader:
+        cell.metadata["nbgrader"] = nbgrader
+    if tags:
+        cell.metadata["tags"] = tags
+    if cell.cell_type == "code":
+        cell.outputs, cell.execution_count = [], None
+    return cell
+
+
+def student_notebook(nb, name="notebook"):
+    """The student edition of an instructor notebook (a new notebook)."""
+    student = nbformat.v4.new_notebook()
+    student.metadata = {k: nb.metadata[k] for k in NOTEBOOK_METADATA if k in nb.metadata}
+    student.cells = [student_cell(cell, f"{name}, cell {cell.get('id', i)}")
+                     for i, cell in enumerate(nb.cells)]
+    nbformat.validate(student)
+    return student
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _strings(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _strings(value)
+
+
+def _visible_text(path):
+    """What a reader of `path` can see: HTML without its tags (syntax highlighting splits code
+    into spans) and entities; notebooks and JSON as their decoded strings; other text as is."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix in (".html", ".htm"):
+        return html.unescape(re.sub(r"<[^>]+>", "", text))
+    if path.suffix in (".ipynb", ".json"):
+        try:
+            return "\n".join(_strings(json.loads(text)))
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def find_leaks(folder, secrets):
+    """[(file, secret line)] for every secret line found in a text file under `folder`."""
+    leaks = []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and path.suffix in (".ipynb", ".html", ".htm", ".md", ".txt", ".js",
+                                               ".json", ".py", ".yml"):
+            text = _visible_text(path)
+            leaks += [(path, s) for s in secrets if s in text]
+    return leaks
+
+
+def _student_toc(toc_file, out):
+    """The book's table of contents without entries whose files the student edition lacks."""
+    def keep(entry):
+        if "file" in entry and not any((out / (entry["file"] + ext)).exists()
+                                       for ext in ("", ".md", ".ipynb")):
+            return False
+        for key in ("chapters", "sections", "parts"):
+            if key in entry:
+                entry[key] = [e for e in entry[key] if keep(e)]
+        return True
+
+    toc = yaml.safe_load(toc_file.read_text())
+    keep(toc)
+    toc["parts"] = [p for p in toc.get("parts", []) if p.get("chapters")]
+    return yaml.safe_dump(toc, sort_keys=False)
+
+
+def _build_html(project, out):
+    shutil.copy2(project / "_config.yml", out / "_config.yml")
+    shutil.copytree(project / "book", out / "book")
+    (out / "_toc.yml").write_text(_student_toc(project / "_toc.yml", out))
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(out),
+               "-W", "-n", "--keep-going"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        log = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+        problems = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+        raise RuntimeError(f"the student book did not build ({' '.join(command)}):\n"
+                           + "\n".join(dict.fromkeys(problems) or [log[-4000:]]))
+
+
+def release(source="notebooks", out="_build/student", build_html=True) -> Path:
+    """Write the student edition of the notebooks in `source` to `out` and return `out`.
+    With `build_html`, also build its HTML book (`out/_build/html`) with jupyter-book."""
+    source, out = Path(source).resolve(), Path(out).resolve()
+    notebooks = sorted(source.glob("*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"no notebooks (*.ipynb) in {source}")
+    project = source.parent
+    if out in (project, source) or out in project.parents or source.is_relative_to(out):
+        raise ReleaseError(f"--out {out} would overwrite the instructor source: choose a folder "
+                           "of its own, e.g. _build/student")
+    # Start from a clean slate, removing only what a release writes.
+    for old in ("notebooks", "book", "_build"):
+        shutil.rmtree(out / old, ignore_errors=True)
+    (out / "notebooks").mkdir(parents=True)
+    secrets = []
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        secrets += secret_lines(nb)
+        nbformat.write(student_notebook(nb, path.name), out / "notebooks" / path.name)
+    (out / "README.md").write_text(README)
+    if build_html:
+        _build_html(project, out)
+    leaks = find_leaks(out, secrets)
+    if leaks:
+        raise ReleaseError("solution text in the student edition: " + "; ".join(
+            f"{p.relative_to(out)}: {s!r}" for p, s in leaks[:5]))
+    return out

@@ -1,0 +1,246 @@
+"""The grading plugin end to end: one pytest run (in a subprocess) over a folder of submissions
+made from the real chapters — right, released, wrong and broken ones — then its gradebook."""
+
+import copy
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from medsight_lab.grading import EXERCISES
+from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS, merge, touches_grader
+from medsight_lab.grading.release import release
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "notebooks"
+LOSS, ARCHITECTURE = CHAPTERS / "03_loss.ipynb", CHAPTERS / "02_architecture.ipynb"
+TIMEOUT_S = 15
+
+pytestmark = pytest.mark.skipif(not LOSS.exists() or not ARCHITECTURE.exists(),
+                                reason="chapters 02 and 03 are not written yet")
+
+
+def answer(nb, exercise):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == exercise)
+
+
+def with_answers(path, answers):
+    """A copy of chapter `path` whose answer cells get the given sources."""
+    nb = nbformat.read(path, as_version=4)
+    for exercise, source in answers.items():
+        answer(nb, exercise).source = source
+    return nb
+
+
+def write_submissions(folder):
+    nbformat.write(nbformat.read(LOSS, as_version=4), folder / "reference_03.ipynb")
+    nbformat.write(nbformat.read(ARCHITECTURE, as_version=4), folder / "reference_02.ipynb")
+    student = release(CHAPTERS, folder.parent / "student", build_html=False)
+    (folder / "student_03.ipynb").write_bytes((student / "notebooks" / LOSS.name).read_bytes())
+
+    wrong = with_answers(LOSS, {
+        "shifted_cross_entropy": (
+            "def shifted_cross_entropy(logits, token_ids, pad_id=0):\n"
+            "    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]),\n"
+            "                           token_ids.reshape(-1), ignore_index=pad_id)"),
+        "grounding_loss": (
+            "def grounding_loss(attn_weights, finding_masks):\n"
+            "    avg = attn_weights[-1].mean(1)\n"
+            "    rows = finding_masks.sum(-1) > 0\n"
+            "    if not rows.any():\n"
+            "        return avg.sum() * 0\n"
+            "    return F.binary_cross_entropy(avg[rows].clamp(1e-6, 1 - 1e-6),\n"
+            "                                  finding_masks[rows])"),
+        "attention_entropy": (
+            "def attention_entropy(attn_weights):\n"
+            "    p = attn_weights[-1].mean(1)\n"
+            "    return (p * (p + 1e-8).log()).sum(-1).mean()"),
+        "compute_loss": (
+            "def compute_loss(logits, token_ids, attn_weights, finding_masks,\n"
+            "                 lambda_ground=0.1, lambda_entropy=0.01):\n"
+            "    ce = shifted_cross_entropy(logits, token_ids)\n"
+            "    ground = grounding_loss(attn_weights, finding_masks)\n"
+            "    entropy = attention_entropy(attn_weights)\n"
+            "    return ce + ground + entropy, ce, ground, entropy"),
+    })
+    for cell in wrong.cells:      # stored outputs claiming success prove nothing
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            exercise = cell.metadata["nbgrader"]["grade_id"].removesuffix("_check")
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                                   text=f"✔ {exercise}: correct on 4 cases.\n")]
+    nbformat.write(wrong, folder / "wrong.ipynb")
+
+    broken = nbformat.read(LOSS, as_version=4)
+    broken.cells.remove(answer(broken, "shifted_cross_entropy"))           # deleted
+    duplicate = copy.deepcopy(answer(broken, "grounding_loss"))
+    duplicate["id"] = "a-copy"
+    broken.cells.insert(broken.cells.index(answer(broken, "grounding_loss")), duplicate)
+    entropy = answer(broken, "attention_entropy")                          # renamed
+    entropy.source = entropy.source.replace("def attention_entropy", "def entropy_of_attention")
+    compute = answer(broken, "compute_loss")                               # touches the grader
+    compute.source = "from medsight_lab.grading import checks\n" + compute.source
+    nbformat.write(broken, folder / "broken.ipynb")
+
+    noisy = with_answers(LOSS, {
+        "shifted_cross_entropy": "while True:\n    pass",
+        "grounding_loss": "def grounding_loss(attn_weights, finding_masks):\n    return (",
+        "compute_loss": "compute_loss = ml.compute_loss",
+    })
+    entropy = answer(noisy, "attention_entropy")       # right, but chatty on stdout and stderr
+    entropy.source = ("import sys, warnings\nwarnings.warn('mind the log of zero')\n"
+                      "print('a debug line', file=sys.stderr)\n"
+                      + entropy.source.replace('"""\n', '"""\n    print("debugging")\n', 1))
+    del entropy.metadata["nbgrader"]                   # matched by its cell id instead
+    del noisy.metadata["medsight_lab"]                 # chapter found from its exercises
+    nbformat.write(noisy, folder / "noisy.ipynb")
+
+    (folder / "notes.txt").write_text("I could not open Jupyter, sorry.")
+    (folder / "eve_03_loss.ipynb").write_bytes(b"")   # the chapter is in the file name
+    unknown = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello')")])
+    nbformat.write(unknown, folder / "my_homework.ipynb")
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    base = tmp_path_factory.mktemp("grading")
+    submissions = base / "submissions"
+    submissions.mkdir()
+    write_submissions(submissions)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in submissions.iterdir()}
+    out = base / "grades"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
+         str(submissions), "--grade-output", str(out), "--grade-timeout", str(TIMEOUT_S),
+         "-q", "-rA"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in submissions.iterdir()}
+    return {"run": run, "out": out, "rows": rows, "unchanged": before == after,
+            "grades": {(r["submission"], r["exercise"]): r for r in rows}}
+
+
+def grade(graded, submission, exercise):
+    row = graded["grades"][(submission, exercise)]
+    return int(row["points"]), row["verdict"]
+
+
+LOSS_EXERCISES = [e for e, ex in EXERCISES.items() if ex.chapter == "03_loss"]
+
+
+def test_gradebook_columns_and_rows(graded):
+    with open(graded["out"] / "gradebook.csv", encoding="utf-8") as f:
+        assert f.readline().strip() == ",".join(GRADEBOOK_COLUMNS)
+    per_submission = {}
+    for row in graded["rows"]:
+        per_submission.setdefault(row["submission"], []).append(row["exercise"])
+    for name in ("reference_03.ipynb", "student_03.ipynb", "wrong.ipynb", "broken.ipynb",
+                 "noisy.ipynb", "eve_03_loss.ipynb"):
+        assert per_submission[name] == LOSS_EXERCISES, name
+    assert per_submission["reference_02.ipynb"] == ["cross_attention", "causal_mask"]
+
+
+def test_the_instructor_source_earns_full_marks(graded):
+    for submission, chapter in (("reference_03.ipynb", "03_loss"),
+                                ("reference_02.ipynb", "02_architecture")):
+        for exercise, ex in EXERCISES.items():
+            if ex.chapter == chapter:
+                points, verdict = grade(graded, submission, exercise)
+                assert points == ex.points, verdict
+                assert verdict.startswith(f"✔ {exercise}: correct on ")
+
+
+def test_pytest_reports_each_exercise(graded):
+    output = graded["run"].stdout
+    assert "PASSED" in output and "reference_03.ipynb::compute_loss" in output
+    assert "FAILED" in output and "wrong.ipynb::shifted_cross_entropy" in output
+
+
+def test_the_student_edition_earns_zero(graded):
+    for exercise in LOSS_EXERCISES:
+        points, verdict = grade(graded, "student_03.ipynb", exercise)
+        assert points == 0 and "not implemented yet" in verdict
+
+
+def test_wrong_answers_lose_their_marks_whatever_their_stored_outputs(graded):
+    expected = {"shifted_cross_entropy": "not shifted by one position",
+                "grounding_loss": "normalise each mask row",
+                "attention_entropy": "wrong sign",
+                "compute_loss": "(ce, output 2) is wrong: your cross-entropy is not shifted"}
+    for exercise, words in expected.items():
+        points, verdict = grade(graded, "wrong.ipynb", exercise)
+        assert points == 0 and verdict.startswith(f"✘ {exercise}") and words in verdict, verdict
+
+
+def test_broken_cells_get_a_clear_verdict(graded):
+    expected = {"shifted_cross_entropy": "is missing",
+                "grounding_loss": "2 answer cells for grounding_loss",
+                "attention_entropy": "was the function `attention_entropy` renamed",
+                "compute_loss": "answer cells must not touch the grader"}
+    for exercise, words in expected.items():
+        points, verdict = grade(graded, "broken.ipynb", exercise)
+        assert points == 0 and words in verdict, verdict
+
+
+def test_loops_syntax_errors_and_the_package_score_zero_but_warnings_cost_nothing(graded):
+    points, verdict = grade(graded, "noisy.ipynb", "shifted_cross_entropy")
+    assert points == 0 and f"did not finish within {TIMEOUT_S} s" in verdict
+    points, verdict = grade(graded, "noisy.ipynb", "grounding_loss")
+    assert points == 0 and verdict.startswith("syntax error in your answer")
+    points, verdict = grade(graded, "noisy.ipynb", "compute_loss")
+    assert points == 0 and "calls medsight_lab's own compute_loss" in verdict
+    points, verdict = grade(graded, "noisy.ipynb", "attention_entropy")
+    assert points == 1, verdict
+
+
+def test_unusable_files_get_a_verdict(graded):
+    for exercise in LOSS_EXERCISES:
+        assert grade(graded, "eve_03_loss.ipynb", exercise) == (0, "empty file: no notebook "
+                                                                   "was submitted")
+    points, verdict = grade(graded, "notes.txt", "-")
+    assert points == 0 and "not a Jupyter notebook" in verdict
+    points, verdict = grade(graded, "my_homework.ipynb", "-")
+    assert points == 0 and "unknown chapter" in verdict
+
+
+def test_feedback_files_and_untouched_submissions(graded):
+    feedback = (graded["out"] / "feedback" / "wrong.md").read_text(encoding="utf-8")
+    assert "Total: **0 / 8 points**" in feedback and "not shifted by one position" in feedback
+    assert "BEGIN HIDDEN TESTS" not in feedback and "suite=" not in feedback
+    assert (graded["out"] / "feedback" / "reference_03.md").exists()
+    assert graded["unchanged"], "grading modified a submission file"
+
+
+# -- the merge, in process ---------------------------------------------------------------------
+
+def test_merge_takes_only_the_answer_cells():
+    reference = nbformat.read(LOSS, as_version=4)
+    submission = with_answers(LOSS, {"compute_loss": "def compute_loss(*args):\n    return 0"})
+    for cell in submission.cells:
+        if not cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = "raise SystemExit('a student edited a locked cell')"
+    merged, problems = merge(reference, submission)
+    assert problems == {}
+    assert answer(merged, "compute_loss").source == "def compute_loss(*args):\n    return 0"
+    for ours, theirs in zip(merged.cells, reference.cells):
+        if not theirs.metadata.get("nbgrader", {}).get("solution"):
+            assert ours.source.endswith(theirs.source)
+            assert ours.get("outputs") == theirs.get("outputs")
+
+
+@pytest.mark.parametrize("source, touches", [
+    ("from medsight_lab.grading import check", True),
+    ("import medsight_lab.grading.checks as c", True),
+    ("def check(*args, **kwargs):\n    print('✔')", True),
+    ("check = print", True),
+    ("ml.grading.checks.TIME_LIMIT_S = 1e9", True),
+    ("__import__('medsight_lab.grading')", True),
+    ("def compute_loss(a, b):\n    return a  # check this", False),
+    ("def f(x):\n    return check_value(x)", False),
+    ("def broken(:", False),
+])
+def test_touches_grader(source, touches):
+    assert touches_grader(source) is touches

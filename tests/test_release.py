@@ -1,0 +1,188 @@
+"""The student edition: stubs instead of solutions, no hidden tests, nothing of a solution
+anywhere, identical bytes on every release, runnable up to the first stub."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+from medsight_lab.grading import EXERCISES
+from medsight_lab.grading.release import (MARKDOWN_STUB, ReleaseError, find_leaks, release,
+                                          secret_lines, strip_hidden_tests, stub_source,
+                                          student_notebook)
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "notebooks"
+SOURCES = sorted(CHAPTERS.glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def edition(tmp_path_factory):
+    return release(CHAPTERS, tmp_path_factory.mktemp("release") / "student", build_html=False)
+
+
+def cells(path):
+    return nbformat.read(path, as_version=4).cells
+
+
+def is_answer(cell):
+    return cell.metadata.get("nbgrader", {}).get("solution", False)
+
+
+def test_every_chapter_is_released(edition):
+    assert sorted(p.name for p in (edition / "notebooks").glob("*.ipynb")) == \
+        [p.name for p in SOURCES]
+    assert "NotImplementedError" in (edition / "README.md").read_text()
+
+
+def test_no_solution_or_hidden_test_survives(edition):
+    secrets = [line for path in SOURCES for line in secret_lines(nbformat.read(path, 4))]
+    assert find_leaks(edition, secrets) == []
+    for path in (edition / "notebooks").glob("*.ipynb"):
+        text = path.read_text()
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+        assert 'suite="hidden"' not in text and "suite='hidden'" not in text
+        for cell in json.loads(text)["cells"]:
+            assert cell.get("outputs", []) == [] and cell.get("execution_count") is None
+            assert set(cell["metadata"]) <= {"nbgrader", "tags"}
+
+
+@pytest.mark.skipif(not any(is_answer(c) for p in SOURCES for c in cells(p)),
+                    reason="no exercises in the chapters yet")
+def test_stubs_raise_not_implemented(edition):
+    for path in (edition / "notebooks").glob("*.ipynb"):
+        for cell in cells(path):
+            if is_answer(cell) and cell.cell_type == "code":
+                exercise = cell.metadata["nbgrader"]["grade_id"]
+                assert f'raise NotImplementedError("{exercise}: your code here")' in cell.source
+                assert "hide-input" not in cell.metadata.get("tags", [])   # visible in the book
+                namespace = {}
+                exec(compile(cell.source, exercise, "exec"), namespace)
+                function = namespace[EXERCISES[exercise].function]
+                assert function.__doc__                                  # the docstring stays
+                with pytest.raises(NotImplementedError, match=exercise):
+                    function(*[None] * function.__code__.co_argcount)
+
+
+def test_locked_cells_are_the_instructors(edition):
+    for source in SOURCES:
+        student = cells(edition / "notebooks" / source.name)
+        instructor = cells(source)
+        assert [c.get("id") for c in student] == [c.get("id") for c in instructor]
+        for ours, theirs in zip(student, instructor):
+            if not is_answer(theirs):
+                assert ours.source == strip_hidden_tests(theirs.source)
+                assert ours.metadata.get("nbgrader") == theirs.metadata.get("nbgrader")
+
+
+def test_releasing_again_gives_identical_bytes(edition, tmp_path):
+    again = release(CHAPTERS, tmp_path / "again", build_html=False)
+    files = sorted(p.relative_to(edition) for p in edition.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for name in files:
+        assert (edition / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_the_student_edition_runs_up_to_the_first_stub(edition):
+    path = edition / "notebooks" / "03_loss.ipynb"
+    if not path.exists():
+        pytest.skip("chapter 03 is not written yet")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(CHAPTERS)}}).execute()
+    first_stub = next(i for i, c in enumerate(nb.cells) if is_answer(c))
+    for cell in nb.cells[:first_stub]:
+        if cell.cell_type == "code":
+            assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            text = "".join(o.get("text", "") for o in cell.outputs)
+            assert text.startswith("✘") and "not implemented yet" in text, text
+
+
+# -- the transformation on a small synthetic notebook ------------------------------------------
+
+def synthetic():
+    nb = nbformat.v4.new_notebook(metadata={"medsight_lab": {"chapter": "99_demo"},
+                                            "widgets": {"state": "secret_widget_state"}})
+    answer = nbformat.v4.new_code_cell(
+        'def double(x):\n    """Twice x."""\n    ### BEGIN SOLUTION\n'
+        '    return x * 2  # the_secret\n    ### END SOLUTION', id="ans",
+        metadata={"nbgrader": {"solution": True, "grade": False, "grade_id": "double",
+                               "locked": False, "checksum": "abc"},
+                  "tags": ["hide-input", "keep-me"], "scratch": "the_secret"},
+        outputs=[nbformat.v4.new_output("stream", name="stdout", text="the_secret")],
+        execution_count=3)
+    whole = nbformat.v4.new_code_cell("ANSWER = 42  # the_secret", id="whole",
+                                      metadata={"nbgrader": {"solution": True,
+                                                             "grade_id": "whole"}})
+    essay = nbformat.v4.new_markdown_cell("The answer is the_secret.", id="essay",
+                                          metadata={"nbgrader": {"solution": True,
+                                                                 "grade_id": "essay"}})
+    checking = nbformat.v4.new_code_cell(
+        'check("double", double)\n### BEGIN HIDDEN TESTS\nassert double(21) == 42  # the_secret\n'
+        '### END HIDDEN TESTS', id="chk",
+        metadata={"nbgrader": {"grade": True, "grade_id": "double_check", "locked": True,
+                               "points": 1}})
+    nb.cells = [answer, whole, essay, checking]
+    return nb
+
+
+def test_synthetic_notebook_is_stubbed():
+    student = student_notebook(synthetic())
+    answer, whole, essay, checking = student.cells
+    assert answer.source == ('def double(x):\n    """Twice x."""\n    # YOUR CODE HERE\n'
+                             '    raise NotImplementedError("double: your code here")')
+    assert answer.metadata == {"nbgrader": {"solution": True, "grade": False,
+                                            "grade_id": "double", "locked": False},
+                               "tags": ["keep-me"]}
+    assert answer.outputs == [] and answer.execution_count is None
+    assert whole.source == '# YOUR CODE HERE\nraise NotImplementedError("whole: your code here")'
+    assert essay.source == MARKDOWN_STUB
+    assert checking.source == 'check("double", double)'
+    text = nbformat.writes(student)
+    assert "the_secret" not in text and "secret_widget_state" not in text
+    assert secret_lines(synthetic()) == ["ANSWER = 42  # the_secret",
+                                         "The answer is the_secret.",
+                                         "assert double(21) == 42  # the_secret",
+                                         "return x * 2  # the_secret"]
+
+
+@pytest.mark.parametrize("source", [
+    "def f():\n    ### BEGIN SOLUTION\n    return 1",
+    "def f():\n    return 1\n    ### END SOLUTION",
+    "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION",
+])
+def test_unbalanced_markers_are_refused(source):
+    with pytest.raises(ReleaseError):
+        stub_source(source, "f")
+
+
+def test_release_refuses_to_overwrite_the_source(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(synthetic(), tmp_path / "notebooks" / "99_demo.ipynb")
+    with pytest.raises(ReleaseError):
+        release(tmp_path / "notebooks", tmp_path, build_html=False)
+    out = release(tmp_path / "notebooks", tmp_path / "student", build_html=False)
+    assert "the_secret" not in (out / "notebooks" / "99_demo.ipynb").read_text()
+
+
+def _toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [c["file"] for part in toc["parts"] for c in part["chapters"]]
+
+
+@pytest.mark.skipif(not all(any((ROOT / (f + ext)).exists() for ext in (".md", ".ipynb"))
+                            for f in _toc_files()),
+                    reason="not every page of _toc.yml is written yet")
+def test_the_student_html_book_holds_no_solution(tmp_path):
+    out = release(CHAPTERS, tmp_path / "student", build_html=True)  # it searches itself too
+    html = out / "_build" / "html"
+    assert (html / "notebooks" / "03_loss.html").exists()
+    secrets = [line for path in SOURCES for line in secret_lines(nbformat.read(path, 4))]
+    assert secrets and find_leaks(html, secrets) == []
+    page = (html / "notebooks" / "03_loss.html").read_text()
+    assert "NotImplementedError" in page and "HIDDEN TESTS" not in page
