@@ -3,7 +3,7 @@ import torch
 
 import medsight_lab as ml
 
-torch.set_num_threads(2)  # the CI machine has 2 cores; be explicit rather than inherit
+torch.set_num_threads(1)  # tiny tensors: 2 threads barely help and stall badly when a core is busy
 
 
 @pytest.fixture(scope="session")

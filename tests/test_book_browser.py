@@ -1,0 +1,375 @@
+"""The HTML book in a real browser: build it, open every page in Chromium, look.
+
+    python -m pytest -m browser tests/test_book_browser.py
+
+Instructor edition (built from a copy of the book sources, so the repository's `_build/html` is
+left alone): every page loads without a JavaScript error, every image loads, every solution is
+folded behind its toggle until the toggle is clicked, and the kernel-free grounding explorer of
+chapter 5 answers its slider. Student edition (`medsight_lab.grading.release.release`): no
+solution or hidden-test text anywhere, neither in the files nor in what the browser renders.
+
+Screenshots of every page land in `_build/screenshots/` for a person to look at.
+
+The machine has no internet: requests to other hosts are aborted at once, and only errors that
+come from the book itself count (a page error, a console error of a local script, a local file
+that fails to load). Needs Debian's Chromium (`/usr/bin/chromium`): skipped when it is missing,
+failed when the environment variable CI is set (CI must install it).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+INSTALL = "apt-get update && apt-get install -y --no-install-recommends chromium"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+MARKERS = [("### BEGIN SOLUTION", "### END SOLUTION"),
+           ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")]
+# Solution lines shorter than this ("return x") are too common to prove a leak.
+MIN_SECRET = 12
+# Errors of the book's third-party machinery that are known, harmless and not ours, matched
+# exactly (anything else fails the test):
+KNOWN_UPSTREAM = {
+    # sphinx-thebe 0.3.1 under Jupyter Book 1.x writes its `const THEBE_JS_URL = ...` config
+    # script twice into every page; the second copy throws. Thebe is off in this book.
+    "Identifier 'THEBE_JS_URL' has already been declared",
+}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _jupyter_book():
+    exe = Path(sys.executable).with_name("jupyter-book")
+    return str(exe) if exe.exists() else "jupyter-book"
+
+
+def build_book(project: Path, html_dir_parent: Path) -> Path:
+    """Copy the book sources of `project` into `html_dir_parent` and build them there with
+    `jupyter-book build -W -n --keep-going`; return the HTML folder."""
+    out = html_dir_parent
+    shutil.copy2(project / "_config.yml", out / "_config.yml")
+    shutil.copy2(project / "_toc.yml", out / "_toc.yml")
+    for folder in ("book", "notebooks"):
+        shutil.copytree(project / folder, out / folder)
+    done = subprocess.run([_jupyter_book(), "build", str(out), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True, timeout=600)
+    log = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    problems = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert done.returncode == 0, "the book did not build:\n" + "\n".join(problems or [log[-3000:]])
+    return out / "_build" / "html"
+
+
+def html_pages(html_dir: Path) -> list:
+    """Every page of a built book, as paths relative to its HTML folder."""
+    skip = ("_static", "_sources", "_images")
+    return sorted(p.relative_to(html_dir).as_posix() for p in html_dir.rglob("*.html")
+                  if not p.relative_to(html_dir).parts[0] in skip)
+
+
+def secret_lines(notebook_dir: Path) -> list:
+    """The solution and hidden-test lines of the instructor notebooks (markers excluded),
+    computed here rather than taken from the release module under test."""
+    secrets = set()
+    for path in sorted(notebook_dir.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            lines = cell.source.splitlines()
+            for begin, end in MARKERS:
+                inside = False
+                for line in lines:
+                    if begin in line:
+                        inside = True
+                    elif end in line:
+                        inside = False
+                    elif inside and len(line.strip()) >= MIN_SECRET \
+                            and not line.strip().startswith("#"):
+                        secrets.add(line.strip())
+    return sorted(secrets)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class Server:
+    """A static HTTP server for one folder on 127.0.0.1, in a thread."""
+
+    def __init__(self, folder: Path):
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _is_local(url: str) -> bool:
+    return urlparse(url).hostname in ("127.0.0.1", "localhost") or url.startswith(("data:",
+                                                                                   "blob:",
+                                                                                   "about:"))
+
+
+class PageWatch:
+    """Collects the errors of one page that are ours: uncaught exceptions, console errors not
+    caused by an aborted request to another host, and local requests that failed."""
+
+    def __init__(self, page):
+        self.errors = []
+        page.on("pageerror", self._page_error)
+        page.on("console", self._console)
+        page.on("requestfailed", self._request_failed)
+
+    def _page_error(self, err):
+        if str(err) not in KNOWN_UPSTREAM:
+            self.errors.append(f"page error: {err}")
+
+    def _console(self, msg):
+        if msg.type != "error" or msg.text in KNOWN_UPSTREAM:
+            return
+        url = (msg.location or {}).get("url", "")
+        if "Failed to load resource" in msg.text and not _is_local(url):
+            return  # an external resource (CDN) that cannot be reached offline
+        self.errors.append(f"console error: {msg.text} ({url})")
+
+    def _request_failed(self, request):
+        if _is_local(request.url):
+            self.errors.append(f"failed to load {request.url}: {request.failure}")
+
+
+def _offline_routes(context):
+    """Abort every request to another host at once (there is no internet here), so pages load
+    fast and deterministically."""
+    context.route("**/*", lambda route: route.continue_() if _is_local(route.request.url)
+                  else route.abort())
+
+
+def _screenshot(page, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+IMAGES_LOADED = """async () => {
+  const imgs = Array.from(document.images);
+  await Promise.all(imgs.map(img => { img.loading = "eager";
+                                      return img.decode().catch(() => null); }));
+  return imgs.map(img => ({src: img.currentSrc || img.src,
+                           ok: img.complete && img.naturalWidth > 0}));
+}"""
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium():
+    if not CHROMIUM.exists():
+        message = f"Debian's Chromium is missing at {CHROMIUM}; install it with: {INSTALL}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def instructor_html(tmp_path_factory, chromium):
+    return build_book(ROOT, tmp_path_factory.mktemp("instructor_book"))
+
+
+@pytest.fixture(scope="module")
+def student_edition(tmp_path_factory, chromium):
+    from medsight_lab.grading.release import release
+    out = tmp_path_factory.mktemp("student") / "edition"
+    release(ROOT / "notebooks", out, build_html=True)
+    return out
+
+
+def _is_redirect(path: Path) -> bool:
+    """A page that only forwards the reader elsewhere (the book's index.html)."""
+    return re.search(r'http-equiv="refresh"', path.read_text(encoding="utf-8"), re.I) is not None
+
+
+def _open(browser, url, redirect=False):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    _offline_routes(context)
+    page = context.new_page()
+    watch = PageWatch(page)
+    if redirect:
+        # Wait for the page it forwards to, so nothing navigates while we look.
+        with page.expect_navigation(url=lambda u: u != url, wait_until="load", timeout=15000):
+            page.goto(url)
+    else:
+        page.goto(url, wait_until="load")
+    return context, page, watch
+
+
+# -- the instructor edition ----------------------------------------------------------------------
+def test_instructor_book_pages(chromium, instructor_html):
+    pages = html_pages(instructor_html)
+    chapters = [p for p in pages if p.startswith("notebooks/")]
+    assert chapters, f"no chapter pages in the built book: {pages}"
+    problems = []
+    with Server(instructor_html) as server:
+        for rel in pages:
+            context, page, watch = _open(chromium, server.base + rel,
+                                         _is_redirect(instructor_html / rel))
+            try:
+                images = page.evaluate(IMAGES_LOADED)
+                broken = [img["src"] for img in images if not img["ok"]]
+                if broken:
+                    problems.append(f"{rel}: images that do not load: {broken}")
+                problems += [f"{rel}: {e}" for e in watch.errors]
+                _screenshot(page, rel.replace("/", "__").replace(".html", ".png"))
+            finally:
+                context.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_solutions_hidden_until_toggled(chromium, instructor_html):
+    # The chapter pages whose code shows a solution (a guide may quote the markers in prose).
+    pages = [rel for rel in html_pages(instructor_html) if rel.startswith("notebooks/")
+             and "BEGIN SOLUTION" in (instructor_html / rel).read_text(encoding="utf-8")]
+    assert pages, "no chapter of the instructor book shows a solution: were the exercises removed?"
+    n_solutions = 0
+    with Server(instructor_html) as server:
+        for rel in pages:
+            context, page, watch = _open(chromium, server.base + rel,
+                                         _is_redirect(instructor_html / rel))
+            try:
+                # Every code cell holding a solution sits inside a folded <details> toggle.
+                inputs = page.locator("div.cell_input", has_text="### BEGIN SOLUTION")
+                n_solutions += inputs.count()
+                unfolded = page.evaluate("""() => Array.from(document.querySelectorAll(
+                    'div.cell_input')).filter(el => el.textContent.includes('### BEGIN SOLUTION')
+                    && !el.closest('details.hide.above-input')).length""")
+                assert unfolded == 0, f"{rel}: {unfolded} solution cell(s) not behind a toggle"
+                for i in range(inputs.count()):
+                    cell = inputs.nth(i)
+                    toggle = cell.evaluate_handle(
+                        "el => el.closest('details.hide.above-input')").as_element()
+                    assert not toggle.evaluate("d => d.open"), f"{rel}: solution {i} starts open"
+                    assert not cell.is_visible(), f"{rel}: solution {i} visible before the click"
+                    toggle.query_selector("summary").click()
+                    cell.wait_for(state="visible", timeout=5000)
+                    assert toggle.evaluate("d => d.open")
+                    assert "### BEGIN SOLUTION" in cell.inner_text(), \
+                        f"{rel}: solution {i} still hidden after the click"
+                assert not watch.errors, f"{rel}: {watch.errors}"
+            finally:
+                context.close()
+    assert n_solutions > 0, f"no solution cell found on {pages}"
+
+
+def test_explorer_answers_its_slider(chromium, instructor_html):
+    rel = "notebooks/05_evaluation.html"
+    with Server(instructor_html) as server:
+        context, page, watch = _open(chromium, server.base + rel)
+        try:
+            explorer = page.locator("div.medsight-explorer").first
+            explorer.scroll_into_view_if_needed()
+            slider = explorer.locator("input.medsight-token-slider")
+            grid, verdict = explorer.locator(".medsight-grid"), explorer.locator(".medsight-verdict")
+            step = explorer.locator(".medsight-step")
+
+            def state():
+                return grid.inner_html(), verdict.inner_text(), step.inner_text()
+
+            # Work on an image with a lesion (the pointing game applies to it).
+            sample = explorer.locator("select.medsight-sample")
+            options = sample.locator("option")
+            lesion = [options.nth(i).get_attribute("value") for i in range(options.count())
+                      if not options.nth(i).inner_text().endswith("normal")]
+            assert lesion, "the explorer holds no image with a lesion"
+            sample.select_option(lesion[0])
+            start = state()
+            first = int(slider.input_value())
+            assert first > 0, "the explorer should open on the first finding word, not <bos>"
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            explorer.screenshot(path=str(SCREENSHOTS / "explorer_before.png"))
+
+            slider.fill("0")                 # back to <bos>: not a finding word
+            moved = state()
+            assert moved[2] != start[2], "the step line did not follow the slider"
+            assert moved[0] != start[0], "the attention map did not change with the slider"
+            assert moved[1] != start[1], "the verdict did not change with the slider"
+            assert "Not a finding word" in moved[1]
+            explorer.screenshot(path=str(SCREENSHOTS / "explorer_after.png"))
+
+            slider.fill(str(first))          # and forth: the original state comes back exactly
+            assert state() == start
+
+            # The other controls redraw too: one head's map is not the mean of the heads.
+            explorer.locator("select.medsight-head").select_option("0")
+            assert state()[0] != start[0], "the map did not change with the head"
+            explorer.locator("select.medsight-mode").select_option("generated")
+            explorer.locator("select.medsight-layer").select_option("0")
+            sample.select_option(options.nth(options.count() - 1).get_attribute("value"))
+            assert re.match(r"Pointing game: (hit|miss)|No lesion|Position not read",
+                            verdict.inner_text())
+            assert not watch.errors, watch.errors
+        finally:
+            context.close()
+
+
+# -- the student edition -------------------------------------------------------------------------
+def test_student_edition_has_no_solutions(chromium, student_edition):
+    secrets = secret_lines(ROOT / "notebooks")
+    assert secrets, "the instructor notebooks hold no solution lines to look for"
+    html_dir = student_edition / "_build" / "html"
+    pages = html_pages(html_dir)
+    assert any(p.startswith("notebooks/") for p in pages), pages
+    problems = []
+    # In the files, tags stripped (syntax highlighting splits code into spans).
+    for rel in pages:
+        raw = (html_dir / rel).read_text(encoding="utf-8")
+        text = html.unescape(re.sub(r"<[^>]+>", "", raw))
+        # A marker on a chapter page is a solution cell that survived (the guides name them).
+        for begin, end in MARKERS:
+            if rel.startswith("notebooks/") and (begin in text or end in text):
+                problems.append(f"{rel}: contains {begin!r}")
+        problems += [f"{rel}: solution line {s!r}" for s in secrets if s in text]
+    # In the browser, every node's text (hidden ones included), and no JavaScript errors.
+    with Server(html_dir) as server:
+        for rel in pages:
+            context, page, watch = _open(chromium, server.base + rel,
+                                         _is_redirect(html_dir / rel))
+            try:
+                text = page.evaluate("() => document.documentElement.textContent")
+                problems += [f"{rel} (rendered): solution line {s!r}" for s in secrets
+                             if s in text]
+                if rel.startswith("notebooks/") and ("BEGIN SOLUTION" in text
+                                                     or "BEGIN HIDDEN TESTS" in text):
+                    problems.append(f"{rel} (rendered): solution markers")
+                problems += [f"{rel}: {e}" for e in watch.errors]
+                _screenshot(page, "student__" + rel.replace("/", "__").replace(".html", ".png"))
+            finally:
+                context.close()
+    # And the student notebooks themselves.
+    for path in sorted((student_edition / "notebooks").glob("*.ipynb")):
+        text = path.read_text(encoding="utf-8")
+        problems += [f"{path.name}: solution line {s!r}" for s in secrets if s in text]
+    assert not problems, "\n".join(problems[:20])
