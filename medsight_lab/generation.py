@@ -48,12 +48,15 @@ def generate(model, image_patches, max_len=None, num_beams=1, length_penalty=1.0
 
 
 def _start(model, image_kv, rows, max_len):
-    """Token buffer starting with <bos>, and empty per-layer attention maps and caches."""
+    """Token buffer starting with <bos>, and empty per-layer attention maps and caches.
+
+    The maps are kept position-first, (T, rows, H, N), so that each step writes one contiguous
+    block; `_per_row` turns them into the public (rows, H, T, N) layout at the end."""
     cfg, device = model.config, image_kv[0][0].device
-    B_rows, N = rows, image_kv[0][0].shape[1]
-    tokens = torch.full((B_rows, max_len), cfg.pad_id, dtype=torch.long, device=device)
+    N = image_kv[0][0].shape[2]                 # keys are (rows, H, N, d_k)
+    tokens = torch.full((rows, max_len), cfg.pad_id, dtype=torch.long, device=device)
     tokens[:, 0] = cfg.bos_id
-    attn = [torch.zeros(B_rows, cfg.num_heads, max_len, N, device=device)
+    attn = [torch.zeros(max_len, rows, cfg.num_heads, N, device=device)
             for _ in range(cfg.num_layers)]
     caches = [[] for _ in range(cfg.num_layers)]
     return tokens, attn, caches
@@ -70,14 +73,14 @@ def _greedy(model, image_kv, max_len):
         logp = logits[:, 0].log_softmax(dim=-1)                      # (B, V)
         live = ~finished
         for layer, a in zip(attn, step_attn):
-            layer[:, :, t] = a[:, :, 0] * live[:, None, None]        # zero rows of <pad> reads
+            layer[t] = a[:, :, 0] * live[:, None, None]              # zero rows of <pad> reads
         next_token = torch.where(live, logp.argmax(dim=-1), cfg.pad_id)
         scores += torch.where(live, logp.gather(1, next_token[:, None])[:, 0], 0.0)
         tokens[:, t + 1] = next_token
         finished |= next_token == cfg.eos_id
         if finished.all():
             break
-    return GenerationOutput(tokens, attn, scores)
+    return GenerationOutput(tokens, _per_row(attn), scores)
 
 
 def beam_search(model, image_kv, max_len, num_beams, length_penalty=1.0):
@@ -111,8 +114,8 @@ def beam_search(model, image_kv, max_len, num_beams, length_penalty=1.0):
         next_token = (flat % V).view(-1)
         tokens = tokens[rows]
         for layer, a in zip(attn, step_attn):
-            layer[:, :, t] = a[:, :, 0] * (~finished)[:, None, None]
-        attn = [layer[rows] for layer in attn]
+            layer[t] = a[:, :, 0] * (~finished)[:, None, None]
+        attn = [layer[:, rows] for layer in attn]
         finished = finished[rows]
         for cache in caches:
             cache[:] = [c[rows] for c in cache]
@@ -124,6 +127,11 @@ def beam_search(model, image_kv, max_len, num_beams, length_penalty=1.0):
     lengths = (tokens[:, 1:] != cfg.pad_id).sum(dim=1).clamp(min=1).view(B, K).float()
     ranked = scores / lengths ** length_penalty
     best = (base[:, 0] + ranked.argmax(dim=-1))                      # (B,)
-    return GenerationOutput(tokens[best], [layer[best] for layer in attn],
+    return GenerationOutput(tokens[best], _per_row([layer[:, best] for layer in attn]),
                             ranked.max(dim=-1).values)
+
+
+def _per_row(attn):
+    """(T, B, H, N) per layer -> (B, H, T, N), contiguous."""
+    return [layer.permute(1, 2, 0, 3).contiguous() for layer in attn]
 

@@ -53,6 +53,32 @@ def causal_mask(T: int, device=None) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
+def split_heads(x, num_heads):
+    """(B, T, D) -> (B, H, T, D // H)."""
+    B, T, D = x.shape
+    return x.view(B, T, num_heads, D // num_heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    """(B, H, T, d_k) -> (B, T, H * d_k), the inverse of `split_heads`."""
+    B, H, T, d_k = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d_k)
+
+
+def attention(q, k, v, mask=None):
+    """Scaled dot-product attention per head, returning its weights.
+
+    q: (B, H, T, d_k), k and v: (B, H, S, d_k); mask: bool, broadcastable to (B, H, T, S), True
+    where attention is allowed. Returns context (B, H, T, d_k) and weights (B, H, T, S).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])   # (B, H, T, S)
+    if mask is not None:
+        # Masking happens before the softmax, so masked keys get exactly zero weight.
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
 def multi_head_attention(query, key, value, num_heads, mask=None):
     """Scaled dot-product attention over `num_heads` heads, returning its weights.
 
@@ -60,19 +86,9 @@ def multi_head_attention(query, key, value, num_heads, mask=None):
     mask: bool, broadcastable to (B, H, T, S), True where attention is allowed.
     Returns context (B, T, D) and weights (B, H, T, S) (each row sums to 1 over S).
     """
-    B, T, D = query.shape
-    S = key.shape[1]
-    d_k = D // num_heads
-    q = query.view(B, T, num_heads, d_k).transpose(1, 2)   # (B, H, T, d_k)
-    k = key.view(B, S, num_heads, d_k).transpose(1, 2)     # (B, H, S, d_k)
-    v = value.view(B, S, num_heads, d_k).transpose(1, 2)   # (B, H, S, d_k)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)      # (B, H, T, S)
-    if mask is not None:
-        # Masking happens before the softmax, so masked keys get exactly zero weight.
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = scores.softmax(dim=-1)
-    context = (weights @ v).transpose(1, 2).reshape(B, T, D)  # (B, T, D)
-    return context, weights
+    context, weights = attention(split_heads(query, num_heads), split_heads(key, num_heads),
+                                 split_heads(value, num_heads), mask)
+    return merge_heads(context), weights
 
 
 class SelfAttention(nn.Module):
@@ -85,21 +101,16 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def _heads(self, x):
-        B, T, D = x.shape
-        return x.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)  # (B, H, T, d_k)
-
     def forward(self, x, mask=None, cache=None):
         """x: (B, T, D); mask: bool (B, 1, T, T) or None. With `cache` (a list holding the past
         keys and values, or empty), x holds only the new positions and the cache is extended."""
         B, T, D = x.shape
-        q, k, v = (self._heads(t) for t in self.qkv(x).split(D, dim=-1))
+        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x).split(D, dim=-1))
         if cache is not None:
             if cache:
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
             cache[:] = [k, v]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, d_k)
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
+        return self.out(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
 
 
 class CrossAttention(nn.Module):
@@ -114,12 +125,14 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
 
     def image_keys_values(self, image):
-        """Project the image once; generation reuses the result at every step."""
-        return self.k(image), self.v(image)
+        """Project the image and split it into heads once, (B, H, N, d_k) each, contiguous:
+        generation reuses them at every step."""
+        return tuple(split_heads(f(image), self.num_heads).contiguous() for f in (self.k, self.v))
 
     def forward(self, text, image_kv):
-        context, weights = multi_head_attention(self.q(text), *image_kv, self.num_heads)
-        return self.out(context), weights
+        # multi_head_attention, with the image's keys and values already split into heads
+        context, weights = attention(split_heads(self.q(text), self.num_heads), *image_kv)
+        return self.out(merge_heads(context)), weights
 
 
 class DecoderBlock(nn.Module):

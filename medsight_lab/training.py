@@ -56,7 +56,8 @@ def train(model, train_dataset, epochs=15, batch_size=32, lr=3e-4, seed=0, devic
     # The whole set is a few MB: keep it on the device and slice batches from it.
     data = as_batch(train_dataset, device)
     n = len(train_dataset)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # The fused Adam kernel saves about a tenth of each step of this small model.
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
     history = {"loss": [], "ce": [], "ground": [], "entropy": []}
 

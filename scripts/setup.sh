@@ -10,7 +10,7 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 if ! python -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1; then
-        pip install "torch>=2.1,<3"            # CUDA build for the GPU
+        pip install "torch>=2.4,<3"            # CUDA build for the GPU
     else
         # CPU-only machine: a CPU build. Here it is a wheel on disk; elsewhere point pip at
         # PyTorch's CPU index (PIP_EXTRA_INDEX_URL) or set TORCH_SPEC.
