@@ -20,10 +20,6 @@ CHAPTERS = ROOT / "notebooks"
 LOSS, ARCHITECTURE = CHAPTERS / "03_loss.ipynb", CHAPTERS / "02_architecture.ipynb"
 TIMEOUT_S = 15
 
-pytestmark = pytest.mark.skipif(not LOSS.exists() or not ARCHITECTURE.exists(),
-                                reason="chapters 02 and 03 are not written yet")
-
-
 def answer(nb, exercise):
     return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == exercise)
 
@@ -244,3 +240,22 @@ def test_merge_takes_only_the_answer_cells():
 ])
 def test_touches_grader(source, touches):
     assert touches_grader(source) is touches
+
+
+def test_with_nbval_too_only_the_merged_notebooks_are_collected(tmp_path):
+    """`pytest --nbval ... --grade DIR` must not also run the submission as handed in."""
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    nbformat.write(nbformat.read(LOSS, as_version=4), submissions / "alice.ipynb")
+
+    def collected(*extra):
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
+             str(submissions), "--grade-output", str(tmp_path / "grades"), "--co", "-q", *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        # node ids, without the folder part (the rootdir pytest picks may differ)
+        return [line.rsplit("/", 1)[-1] for line in run.stdout.splitlines() if "::" in line]
+
+    plain = collected()
+    assert any(line.endswith("::compute_loss") for line in plain)
+    assert collected("--nbval") == plain

@@ -66,6 +66,9 @@ def pytest_configure(config):
         # pytest takes the submissions folder for its rootdir and would write its cache there.
         config.cache._cachedir = output / ".pytest_cache"
     config.option.nbval_cell_timeout = config.option.grade_timeout
+    # `pytest --nbval ... --grade DIR` must not also run each submission as it was handed in
+    # (that would compare the student's own stored outputs): only merged notebooks are graded.
+    config.option.nbval = config.option.nbval_lax = False
     if config.option.nbval_sanitize_with is None and (reference / "nbval_sanitize.cfg").exists():
         config.option.nbval_sanitize_with = str(reference / "nbval_sanitize.cfg")
     config.pluginmanager.register(Grader(submissions, reference, output), GRADER)
