@@ -14,6 +14,14 @@ from .model import (GroundedReportVLM, ModelConfig, causal_mask, future_leak,
 from .training import load_checkpoint, pick_device, save_checkpoint, set_seed, train
 
 __version__ = "0.1.0"
+__all__ = [
+    "FINDINGS", "GROUNDED_WORDS", "VOCAB", "SyntheticRadiologyDataset", "Tokenizer", "as_batch",
+    "collate", "GenerationOutput", "generate", "attention_entropy", "compute_loss",
+    "grounding_loss", "shifted_cross_entropy", "corpus_bleu", "evaluate", "grounding_scores",
+    "label_report", "GroundedReportVLM", "ModelConfig", "causal_mask", "future_leak",
+    "multi_head_attention", "load_checkpoint", "pick_device", "save_checkpoint", "set_seed",
+    "train", "default_model",
+]
 
 
 def default_model(dataset=None, **overrides) -> GroundedReportVLM:

@@ -161,9 +161,10 @@ class GroundedReportVLM(nn.Module):
     def __init__(self, d_vision, d_model, num_heads, num_layers, vocab_size, max_len,
                  n_patches=16, causal=True, patch_positions=True, pad_id=0, bos_id=1, eos_id=2):
         super().__init__()
-        self.config = cfg = ModelConfig(d_vision, d_model, num_heads, num_layers, vocab_size,
-                                        max_len, n_patches, causal, patch_positions,
-                                        pad_id, bos_id, eos_id)
+        # ModelConfig validates the sizes (clear errors) and is what checkpoints store.
+        self.config = ModelConfig(d_vision, d_model, num_heads, num_layers, vocab_size,
+                                  max_len, n_patches, causal, patch_positions,
+                                  pad_id, bos_id, eos_id)
         self.image_proj = nn.Linear(d_vision, d_model)
         self.patch_embedding = nn.Embedding(n_patches, d_model) if patch_positions else None
         self.token_embedding = nn.Embedding(vocab_size, d_model)
