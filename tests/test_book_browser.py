@@ -284,6 +284,21 @@ def test_solutions_hidden_until_toggled(chromium, instructor_html):
     assert n_solutions > 0, f"no solution cell found on {pages}"
 
 
+def test_formulas_render_offline(chromium, instructor_html):
+    """MathJax ships with the book (book/_static/mathjax): formulas render with no internet."""
+    rel = "notebooks/02_architecture.html"
+    with Server(instructor_html) as server:
+        context, page, watch = _open(chromium, server.base + rel)
+        try:
+            page.wait_for_selector("mjx-container svg", timeout=15000)
+            assert page.locator("mjx-container").count() >= 3
+            visible = page.evaluate("() => document.body.innerText")
+            assert "\\sqrt" not in visible and "\\mathrm" not in visible, "raw LaTeX on the page"
+            assert not watch.errors, watch.errors
+        finally:
+            context.close()
+
+
 def test_explorer_answers_its_slider(chromium, instructor_html):
     rel = "notebooks/05_evaluation.html"
     with Server(instructor_html) as server:
