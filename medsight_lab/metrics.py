@@ -98,7 +98,8 @@ def grounding_scores(token_ids, attn, lesion_mask, grounded_words=GROUNDED_WORDS
     skipped. Returns the scores, their chance levels (a uniformly random patch / uniform attention,
     and 0.5 for AUROC) and the number of words scored.
     """
-    grounded_ids = torch.tensor([VOCAB.index(w) for w in grounded_words], device=token_ids.device)
+    grounded_ids = torch.tensor([VOCAB.index(w) for w in sorted(grounded_words)],
+                                device=token_ids.device)
     has_lesion = lesion_mask.sum(-1) > 0                                     # (B,)
     read = attn.sum(-1) > 0                                                  # (B, T)
     scored = torch.isin(token_ids, grounded_ids) & read & has_lesion[:, None]
@@ -123,6 +124,33 @@ def grounding_scores(token_ids, attn, lesion_mask, grounded_words=GROUNDED_WORDS
     }
 
 
+def grounded_token_ids(device=None) -> torch.Tensor:
+    """Ids of `GROUNDED_WORDS`, the words whose attention the course scores."""
+    return torch.tensor([VOCAB.index(w) for w in sorted(GROUNDED_WORDS)], device=device)
+
+
+def finding_accuracy(labels, findings) -> float:
+    """Share of reports whose labeler output is exactly the image's finding."""
+    return sum(p == {f} for p, f in zip(labels, findings)) / max(len(findings), 1)
+
+
+@torch.no_grad()
+def free_running(model, patches, batch_size=500, num_beams=1):
+    """Reports written by `model` for `patches` (B, N, d_vision), in chunks of `batch_size`.
+
+    Returns token ids (B, T), the last layer's head-averaged cross-attention (B, T, N) and the
+    set of findings the labeler reads in each report.
+    """
+    tokenizer = Tokenizer()
+    ids, attn = [], []
+    for start in range(0, patches.shape[0], batch_size):
+        out = model.generate(patches[start:start + batch_size], num_beams=num_beams)
+        ids.append(out.token_ids)
+        attn.append(out.cross_attention[-1].mean(1))                         # (b, T, N)
+    ids = torch.cat(ids)
+    return ids, torch.cat(attn), [label_report(tokenizer.decode(row)) for row in ids.cpu()]
+
+
 def _check_model_matches(model, dataset_size):
     if model.config.vocab_size != len(VOCAB):
         raise ValueError(f"the model has vocab_size={model.config.vocab_size}, but the dataset's "
@@ -143,30 +171,26 @@ def evaluate(model, dataset, batch_size=500, num_beams=1) -> dict:
     model.eval()
     device = next(model.parameters()).device
     data = as_batch(dataset, device)
-    tokenizer = Tokenizer()
-    generated, attn, tf_correct, tf_total = [], [], 0, 0
+    generated, attn, labels = free_running(model, data["patches"], batch_size, num_beams)
+    # Teacher-forced token accuracy, the diagnostic: the true report goes in.
+    tf_correct = tf_total = 0
     for start in range(0, len(dataset), batch_size):
-        patches = data["patches"][start:start + batch_size]
         targets = data["token_ids"][start:start + batch_size]
-        out = model.generate(patches, num_beams=num_beams)
-        generated.append(out.token_ids)
-        attn.append(out.cross_attention[-1].mean(1))                         # (b, T, N)
-        logits, _ = model(patches, targets)
+        logits, _ = model(data["patches"][start:start + batch_size], targets)
         predicted, wanted = logits[:, :-1].argmax(-1), targets[:, 1:]
         tf_correct += ((predicted == wanted) & (wanted != PAD_ID)).sum().item()
         tf_total += (wanted != PAD_ID).sum().item()
     model.train(was_training)
-    generated, attn = torch.cat(generated), torch.cat(attn)
 
+    tokenizer = Tokenizer()
     texts = [tokenizer.decode(ids) for ids in generated.cpu()]
     truths = [tokenizer.decode(ids) for ids in data["token_ids"].cpu()]
     findings = data["finding_name"]
-    labels = [label_report(t) for t in texts]
     words = lambda ids: [w for w in tokenizer.decode_tokens(ids) if w not in ("<bos>", "<eos>")]
     metrics = {
         "n_samples": len(dataset),
         "exact_match": sum(a == b for a, b in zip(texts, truths)) / len(texts),
-        "finding_accuracy": sum(p == {f} for p, f in zip(labels, findings)) / len(texts),
+        "finding_accuracy": finding_accuracy(labels, findings),
         "per_finding": per_finding_prf(findings, labels),
         "bleu4": corpus_bleu([words(ids) for ids in data["token_ids"].cpu()],
                              [words(ids) for ids in generated.cpu()]),

@@ -30,8 +30,8 @@ import math
 import torch
 from torch.utils.data import Subset
 
-from .data import GROUNDED_WORDS, VOCAB, SyntheticRadiologyDataset, Tokenizer, as_batch
-from .metrics import grounding_scores, label_report
+from .data import SyntheticRadiologyDataset, as_batch
+from .metrics import finding_accuracy, free_running, grounded_token_ids, grounding_scores
 from .model import GroundedReportVLM
 
 # The dataset's background: every patch starts as N(0, 0.3^2) noise before a lesion brightens it
@@ -47,29 +47,6 @@ def _check_model(model):
 
 def _device(model):
     return next(model.parameters()).device
-
-
-def _grounded_ids(device):
-    return torch.tensor([VOCAB.index(w) for w in sorted(GROUNDED_WORDS)], device=device)
-
-
-@torch.no_grad()
-def _generate_findings(model, patches, batch_size=500):
-    """Free-running greedy reports -> (token_ids (B, T), last-layer head-mean attention
-    (B, T, N), the set of findings the labeler reads in each report)."""
-    tokenizer = Tokenizer()
-    ids, attn = [], []
-    for start in range(0, patches.shape[0], batch_size):
-        out = model.generate(patches[start:start + batch_size])
-        ids.append(out.token_ids)
-        attn.append(out.cross_attention[-1].mean(1))
-    ids, attn = torch.cat(ids), torch.cat(attn)
-    labels = [label_report(tokenizer.decode(row)) for row in ids.cpu()]
-    return ids, attn, labels
-
-
-def _accuracy(labels, findings) -> float:
-    return sum(p == {f} for p, f in zip(labels, findings)) / max(len(findings), 1)
 
 
 def _in_eval_mode(model, fn):
@@ -162,15 +139,15 @@ def cascading_randomisation(model, dataset, seed=0) -> list:
         layers = list(range(n - depth, n))
         candidate = randomise_cross_attention(model, layers, seed) if layers else model
         scores = teacher_forced_grounding(candidate, dataset)
-        _, _, labels = _in_eval_mode(candidate, lambda: _generate_findings(candidate,
-                                                                           data["patches"]))
+        _, _, labels = _in_eval_mode(candidate,
+                                     lambda: free_running(candidate, data["patches"]))
         rows.append({
             "randomised": ("none" if not layers else
                            "layer " + ", ".join(str(i) for i in reversed(layers))),
             "pointing_game": scores["pointing_game"],
             "attention_mass": scores["attention_mass"],
             "chance": scores["pointing_game_chance"],
-            "finding_accuracy": _accuracy(labels, data["finding_name"]),
+            "finding_accuracy": finding_accuracy(labels, data["finding_name"]),
         })
     return rows
 
@@ -219,8 +196,8 @@ def deletion_test(model, dataset, k=None, seed=0) -> dict:
         B, N, d = patches.shape
         n_delete = (lesion.sum(-1) if k is None else torch.full((B,), min(k, N), device=device))
 
-        ids, attn, labels = _generate_findings(model, patches)
-        words = torch.isin(ids, _grounded_ids(device)) & (attn.sum(-1) > 0)   # (B, T)
+        ids, attn, labels = free_running(model, patches)
+        words = torch.isin(ids, grounded_token_ids(device)) & (attn.sum(-1) > 0)   # (B, T)
         read = attn.sum(-1) > 0
         use = torch.where(words.any(-1, keepdim=True), words, read).float()    # (B, T)
         attended = (attn * use[..., None]).sum(1)                              # (B, N)
@@ -233,11 +210,11 @@ def deletion_test(model, dataset, k=None, seed=0) -> dict:
             "random": _first_k(coin.masked_fill(lesion, -1.0), n_delete) & ~lesion,
             "lesion": _first_k(coin.masked_fill(~lesion, -1.0), n_delete) & lesion,
         }
-        result = {"n_images": B, "k": k, "original": _accuracy(labels, findings)}
+        result = {"n_images": B, "k": k, "original": finding_accuracy(labels, findings)}
         for name, mask in masks.items():
-            _, _, new_labels = _generate_findings(model, torch.where(mask[..., None], noise,
+            _, _, new_labels = free_running(model, torch.where(mask[..., None], noise,
                                                                      patches))
-            result[name] = _accuracy(new_labels, findings)
+            result[name] = finding_accuracy(new_labels, findings)
         chosen = masks["attended"]
         result["attended_in_lesion"] = (chosen & lesion).sum().item() / chosen.sum().item()
         return result
