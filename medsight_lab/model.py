@@ -177,6 +177,13 @@ class GroundedReportVLM(nn.Module):
         return cls(**(asdict(config) if isinstance(config, ModelConfig) else config))
 
     # -- input checks: clear errors instead of tracebacks from deep inside torch ----------------
+    def _check_device(self, name, tensor):
+        # The usual slip on a GPU: the model was moved (ml.train does it), the inputs were not.
+        device = self.image_proj.weight.device
+        if tensor.device != device:
+            raise ValueError(f"{name} are on {tensor.device} but the model is on {device}; "
+                             f"move them with {name}.to({str(device)!r})")
+
     def _check_patches(self, image_patches):
         cfg = self.config
         if not isinstance(image_patches, torch.Tensor):
@@ -185,6 +192,9 @@ class GroundedReportVLM(nn.Module):
                 or image_patches.shape[2] != cfg.d_vision):
             raise ValueError(f"image_patches must have shape (B, n_patches={cfg.n_patches}, "
                              f"d_vision={cfg.d_vision}), got {tuple(image_patches.shape)}")
+        if not image_patches.is_floating_point():
+            raise TypeError(f"image_patches must be a floating-point tensor, got {image_patches.dtype}")
+        self._check_device("image_patches", image_patches)
 
     def _check_tokens(self, token_ids, batch_size):
         cfg = self.config
@@ -194,6 +204,7 @@ class GroundedReportVLM(nn.Module):
         if token_ids.dim() != 2 or token_ids.shape[0] != batch_size:
             raise ValueError(f"token_ids must have shape (B={batch_size}, T), "
                              f"got {tuple(token_ids.shape)}")
+        self._check_device("token_ids", token_ids)
         if not 1 <= token_ids.shape[1] <= cfg.max_len:
             raise ValueError(f"sequence length T={token_ids.shape[1]} must be between 1 and "
                              f"max_len={cfg.max_len}")

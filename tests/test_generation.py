@@ -85,3 +85,8 @@ def test_bad_generation_arguments(model, kwargs, message):
 def test_generate_checks_the_patch_shape(model):
     with pytest.raises(ValueError, match="d_vision=64"):
         model.generate(torch.zeros(1, 16, 10))
+
+
+def test_generate_checks_the_patch_device(model):
+    with pytest.raises(ValueError, match="image_patches are on meta but the model is on cpu"):
+        model.generate(torch.zeros(1, 16, 64, device="meta"))

@@ -94,6 +94,23 @@ def test_float_token_ids_are_refused(model):
         model(torch.zeros(1, 16, 64), torch.ones(1, 3))
 
 
+def test_integer_patches_are_refused(model):
+    with pytest.raises(TypeError, match="floating-point"):
+        model(torch.zeros(1, 16, 64, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
+
+
+# No GPU in CI: the "meta" device stands in for "not where the model is".
+@pytest.mark.parametrize("patches_device, tokens_device, name", [
+    ("meta", "cpu", "image_patches"), ("cpu", "meta", "token_ids"),
+])
+def test_inputs_on_another_device_than_the_model(model, patches_device, tokens_device, name):
+    patches = torch.zeros(1, 16, 64, device=patches_device)
+    tokens = torch.ones(1, 3, dtype=torch.long, device=tokens_device)
+    with pytest.raises(ValueError, match=rf"{name} are on meta but the model is on cpu; "
+                                         rf"move them with {name}\.to\('cpu'\)"):
+        model(patches, tokens)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"num_heads": 5}, "must divide d_model=64"),
     ({"d_model": 0}, "d_model must be a positive integer"),
