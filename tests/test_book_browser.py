@@ -3,10 +3,11 @@
     python -m pytest -m browser tests/test_book_browser.py
 
 Instructor edition (built from a copy of the book sources, so the repository's `_build/html` is
-left alone): every page loads without a JavaScript error, every image loads, every solution is
-folded behind its toggle until the toggle is clicked, and the kernel-free grounding explorer of
-chapter 5 answers its slider. Student edition (`medsight_lab.grading.release.release`): no
-solution or hidden-test text anywhere, neither in the files nor in what the browser renders.
+left alone): every local link and #anchor resolves, every page loads without a JavaScript error,
+every image loads, every solution is folded behind its toggle until the toggle is clicked, and the
+kernel-free grounding explorer of chapter 5 answers its slider. Student edition
+(`medsight_lab.grading.release.release`): no solution or hidden-test text anywhere, neither in the
+files nor in what the browser renders, and its local links resolve too.
 
 Screenshots of every page land in `_build/screenshots/` for a person to look at.
 
@@ -26,9 +27,10 @@ import shutil
 import subprocess
 import sys
 import threading
+from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 import nbformat
 import pytest
@@ -101,6 +103,48 @@ def secret_lines(notebook_dir: Path) -> list:
                             and not line.strip().startswith("#"):
                         secrets.add(line.strip())
     return sorted(secrets)
+
+
+class _Anchors(HTMLParser):
+    """The ids a page defines and the local references it makes (href / src)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.refs = set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.update(v for k, v in attrs.items() if k in ("id", "name") and v)
+        for key in ("href", "src"):
+            ref = attrs.get(key)
+            if ref and not urlparse(ref).scheme and not ref.startswith("//"):
+                self.refs.append(ref)
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(page: Path) -> _Anchors:
+    parser = _Anchors()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def broken_local_links(html_dir: Path) -> list:
+    """Every href / src of every page that points inside the book at a file that is not there,
+    or at an #anchor its page does not define. (Links to other sites cannot be fetched offline;
+    they are not checked.)"""
+    problems = []
+    for rel in html_pages(html_dir):
+        for ref in _parse(html_dir / rel).refs:
+            parts = urlparse(urljoin(rel, ref))
+            target = html_dir / unquote(parts.path) if parts.path else html_dir / rel
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                problems.append(f"{rel}: {ref} -> no file {target.relative_to(html_dir)}")
+            elif parts.fragment and target.suffix == ".html" \
+                    and unquote(parts.fragment) not in _parse(target).ids:
+                problems.append(f"{rel}: {ref} -> no anchor #{parts.fragment}")
+    return problems
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -249,6 +293,11 @@ def test_instructor_book_pages(chromium, instructor_html):
     assert not problems, "\n".join(problems)
 
 
+def test_instructor_book_links_resolve(instructor_html):
+    problems = broken_local_links(instructor_html)
+    assert not problems, "\n".join(problems[:30])
+
+
 def test_solutions_hidden_until_toggled(chromium, instructor_html):
     # The chapter pages whose code shows a solution (a guide may quote the markers in prose).
     pages = [rel for rel in html_pages(instructor_html) if rel.startswith("notebooks/")
@@ -383,6 +432,7 @@ def test_student_edition_has_no_solutions(chromium, student_edition):
                 _screenshot(page, "student__" + rel.replace("/", "__").replace(".html", ".png"))
             finally:
                 context.close()
+    problems += broken_local_links(html_dir)
     # And the student notebooks themselves.
     for path in sorted((student_edition / "notebooks").glob("*.ipynb")):
         text = path.read_text(encoding="utf-8")
