@@ -98,8 +98,7 @@ def grounding_scores(token_ids, attn, lesion_mask, grounded_words=GROUNDED_WORDS
     skipped. Returns the scores, their chance levels (a uniformly random patch / uniform attention,
     and 0.5 for AUROC) and the number of words scored.
     """
-    grounded_ids = torch.tensor([VOCAB.index(w) for w in sorted(grounded_words)],
-                                device=token_ids.device)
+    grounded_ids = grounded_token_ids(token_ids.device, grounded_words)
     has_lesion = lesion_mask.sum(-1) > 0                                     # (B,)
     read = attn.sum(-1) > 0                                                  # (B, T)
     scored = torch.isin(token_ids, grounded_ids) & read & has_lesion[:, None]
@@ -124,9 +123,9 @@ def grounding_scores(token_ids, attn, lesion_mask, grounded_words=GROUNDED_WORDS
     }
 
 
-def grounded_token_ids(device=None) -> torch.Tensor:
-    """Ids of `GROUNDED_WORDS`, the words whose attention the course scores."""
-    return torch.tensor([VOCAB.index(w) for w in sorted(GROUNDED_WORDS)], device=device)
+def grounded_token_ids(device=None, words=GROUNDED_WORDS) -> torch.Tensor:
+    """Ids of `words` (default `GROUNDED_WORDS`, the words whose attention the course scores)."""
+    return torch.tensor([VOCAB.index(w) for w in sorted(words)], device=device)
 
 
 def finding_accuracy(labels, findings) -> float:
