@@ -20,8 +20,11 @@ import math
 import matplotlib.patheffects as path_effects
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
+
+from .data import GROUNDED_WORDS, Tokenizer
 
 IMAGE_CMAP = "cividis"
 ATTENTION_CMAP = "viridis"
@@ -314,6 +317,48 @@ def plot_metric_bars(metrics, chance=None, keys=None, ax=None,
     return ax
 
 
+# -- what the summary figure shows, computed from a model ------------------------------------------
+def finding_words_map(attn, grounded) -> np.ndarray:
+    """The grounding map of a report: the attention rows (T, N) of its finding words (`grounded`,
+    one flag per token) averaged into one (N,) map. Averaging the whole report would mix in
+    "there is a", which looks at nothing in particular."""
+    grounded = np.asarray(grounded, dtype=bool)
+    attn = _as_attention(attn, grounded)
+    if not grounded.any():
+        raise ValueError("the report has no finding words (grounded is all False): "
+                         "there is no grounding map to draw")
+    return attn[grounded].mean(axis=0)
+
+
+@torch.no_grad()
+def findings_overview_row(model, dataset, index, teacher_forced=False, label=None) -> dict:
+    """One row of `plot_findings_overview` for image `index` of `dataset` (a
+    SyntheticRadiologyDataset or a Subset of one): the report the model writes for it (or, with
+    teacher_forced=True, the true report fed in) and the cross-attention of its last layer,
+    averaged over heads, the map the grounding loss supervises. Finding words are flagged only
+    when the image has a lesion (a normal image has nothing to point at)."""
+    if not 0 <= index < len(dataset):
+        raise IndexError(f"index must be between 0 and {len(dataset) - 1}, got {index}")
+    sample = dataset[index]
+    device = next(model.parameters()).device
+    patches = sample["patches"][None].to(device)                               # (1, N, d)
+    was_training = model.training
+    model.eval()
+    if teacher_forced:
+        ids = sample["token_ids"]
+        _, attn = model(patches, ids[None].to(device))
+    else:
+        out = model.generate(patches)
+        ids, attn = out.token_ids[0], out.cross_attention
+    model.train(was_training)
+    tokens = Tokenizer().decode_tokens(ids.cpu())
+    has_lesion = bool(sample["lesion_mask"].any())
+    return {"finding_name": label or sample["finding_name"],
+            "patches": sample["patches"], "lesion_mask": sample["lesion_mask"],
+            "tokens": tokens, "attn": attn[-1][0].mean(0).cpu(),                # (T, N)
+            "grounded": [has_lesion and tok in GROUNDED_WORDS for tok in tokens]}
+
+
 # -- the chapter's summary figure ----------------------------------------------------------------
 def plot_findings_overview(examples, figsize=None,
                            suptitle="Cross-attention by finding (last layer, mean of heads)"):
@@ -351,7 +396,8 @@ def plot_findings_overview(examples, figsize=None,
         plot_attention_heatmap(attn, tokens, ax=row[1], grounded=grounded,
                                title=f"{name}: cross-attention per token")
         if grounded.any():
-            plot_grounding_map(attn[grounded].mean(axis=0), example["lesion_mask"], ax=row[2],
+            plot_grounding_map(finding_words_map(attn, grounded), example["lesion_mask"],
+                               ax=row[2],
                                title=f"{name}: finding words, mean attention")
         else:
             row[2].text(0.5, 0.5, "no finding words in this report:\nnothing to ground",

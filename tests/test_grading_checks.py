@@ -104,12 +104,15 @@ def _ce(logits, targets, ignore_index=-100, reduction="mean"):
                            ignore_index=ignore_index, reduction=reduction)
 
 
-def _bce(avg, masks, normalise=True, only_findings=True, reduction="mean"):
+def _bce(avg, masks, normalise=True, only_findings=True, reduction="mean", clamp=True):
     if only_findings:
         rows = masks.sum(-1) > 0
+        if not rows.any():
+            return avg.sum() * 0.0
         avg, masks = avg[rows], masks[rows]
     target = masks / (masks.sum(-1, keepdim=True) + 1e-6) if normalise else masks
-    return F.binary_cross_entropy(avg.clamp(1e-6, 1 - 1e-6), target, reduction=reduction)
+    return F.binary_cross_entropy(avg.clamp(1e-6, 1 - 1e-6) if clamp else avg, target,
+                                  reduction=reduction)
 
 
 def _entropy_rows(p):
@@ -131,6 +134,11 @@ def _with_part(index, part):
         values[0] = values[1] + lambda_ground * values[2] + lambda_entropy * values[3]
         return tuple(values)
     return answer
+
+
+def _weighted_terms(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
+    total, ce, g, e = compute_loss(lo, t, a, m, lambda_ground, lambda_entropy)
+    return total, ce, lambda_ground * g, lambda_entropy * e
 
 
 WRONG = [
@@ -163,8 +171,11 @@ WRONG = [
      "for each head"),
     ("grounding_loss", "visible",
      lambda a, m: _bce(a[-1].mean(1), m, reduction="none").sum(-1).mean(), "sum the BCE"),
-    ("grounding_loss", "visible", lambda a, m: _bce(a[-1].mean(1), m),   # NaN without findings
+    ("grounding_loss", "visible",                                         # NaN without findings
+     lambda a, m: _bce(a[-1].mean(1)[m.sum(-1) > 0], m[m.sum(-1) > 0], only_findings=False),
      "no image has a finding"),
+    ("grounding_loss", "hidden", lambda a, m: _bce(a[-1].mean(1), m, clamp=False),
+     "clamp the weights"),
     ("attention_entropy", "visible", lambda a: -attention_entropy(a), "wrong sign"),
     ("attention_entropy", "visible", lambda a: _entropy_rows(a[-1]).mean(),
      "entropy of the head-averaged attention"),
@@ -186,6 +197,7 @@ WRONG = [
      "only the cross-entropy"),
     ("compute_loss", "visible", lambda *args, **kw: compute_loss(*args, **kw)[::-1],
      "wrong order"),
+    ("compute_loss", "visible", _weighted_terms, "returned multiplied by their lambdas"),
     ("compute_loss", "visible", _with_part(1, lambda lo, t, a, m: _ce(lo, t, 0)),
      "cross-entropy (ce, output 2) is wrong: your cross-entropy is not shifted"),
     ("compute_loss", "visible",
@@ -349,6 +361,20 @@ def _loop(*args, **kwargs):
 def test_a_broken_answer_gets_a_verdict(answer, words):
     result = run_check("attention_entropy", answer)
     assert not result.passed and words in result.message, result.message
+
+
+def test_an_answer_that_calls_an_unfinished_exercise_says_which():
+    def shifted_cross_entropy(logits, token_ids, pad_id=0):      # the student edition's stub
+        raise NotImplementedError("shifted_cross_entropy: your code here")
+
+    def compute_loss(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
+        ce = shifted_cross_entropy(lo, t)
+        return ce, ce, ce, ce
+
+    message = run_check("compute_loss", compute_loss).message
+    assert "calls shifted_cross_entropy, which is not implemented yet" in message, message
+    assert "not implemented yet: replace" in run_check("shifted_cross_entropy",
+                                                       shifted_cross_entropy).message
 
 
 def test_an_infinite_loop_is_stopped(monkeypatch):

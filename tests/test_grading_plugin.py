@@ -4,6 +4,7 @@ made from the real chapters — right, released, wrong and broken ones — then 
 import copy
 import csv
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import nbformat
 import pytest
 
 from medsight_lab.grading import EXERCISES
-from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS, merge, touches_grader
+from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS, answer_problem, merge
 from medsight_lab.grading.release import release
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,30 @@ def write_submissions(folder):
     del entropy.metadata["nbgrader"]                   # matched by its cell id instead
     del noisy.metadata["medsight_lab"]                 # chapter found from its exercises
     nbformat.write(noisy, folder / "noisy.ipynb")
+
+    # A correct notebook whose course metadata became a string: its exercises name the chapter.
+    mangled = nbformat.read(LOSS, as_version=4)
+    mangled.metadata["medsight_lab"] = "03_loss"
+    nbformat.write(mangled, folder / "mangled_metadata.ipynb")
+    # JSON that nbformat parses but that is no notebook: one verdict, the others still graded.
+    (folder / "cells_not_a_list.ipynb").write_text(json.dumps(
+        {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": {"a": 1}}))
+    raw = json.loads(LOSS.read_text(encoding="utf-8"))
+    for cell in raw["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "grounding_loss":
+            cell["source"] = None
+    (folder / "null_source.ipynb").write_text(json.dumps(raw), encoding="utf-8")
+    # Ignores the interrupt that ends a timed-out cell and keeps printing: the grader must stop
+    # it hard and grade the other exercises.
+    stubborn = with_answers(LOSS, {"shifted_cross_entropy": (
+        "while True:\n"
+        "    try:\n"
+        "        while True:\n"
+        "            print('still working', flush=True)\n"
+        "            sum(range(10 ** 6))\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass")})
+    nbformat.write(stubborn, folder / "stubborn.ipynb")
 
     (folder / "notes.txt").write_text("I could not open Jupyter, sorry.")
     (folder / "eve_03_loss.ipynb").write_bytes(b"")   # the chapter is in the file name
@@ -175,7 +200,7 @@ def test_broken_cells_get_a_clear_verdict(graded):
     expected = {"shifted_cross_entropy": "is missing",
                 "grounding_loss": "2 answer cells for grounding_loss",
                 "attention_entropy": "was the function `attention_entropy` renamed",
-                "compute_loss": "answer cells must not touch the grader"}
+                "compute_loss": "answer cells must not import medsight_lab"}
     for exercise, words in expected.items():
         points, verdict = grade(graded, "broken.ipynb", exercise)
         assert points == 0 and words in verdict, verdict
@@ -187,7 +212,7 @@ def test_loops_syntax_errors_and_the_package_score_zero_but_warnings_cost_nothin
     points, verdict = grade(graded, "noisy.ipynb", "grounding_loss")
     assert points == 0 and verdict.startswith("syntax error in your answer")
     points, verdict = grade(graded, "noisy.ipynb", "compute_loss")
-    assert points == 0 and "calls medsight_lab's own compute_loss" in verdict
+    assert points == 0 and "must not use `ml`" in verdict
     points, verdict = grade(graded, "noisy.ipynb", "attention_entropy")
     assert points == 1, verdict
 
@@ -200,6 +225,25 @@ def test_unusable_files_get_a_verdict(graded):
     assert points == 0 and "not a Jupyter notebook" in verdict
     points, verdict = grade(graded, "my_homework.ipynb", "-")
     assert points == 0 and "unknown chapter" in verdict
+
+
+def test_mangled_files_never_stop_the_run(graded):
+    assert graded["run"].returncode == 1, graded["run"].stdout[-3000:]   # failures, not errors
+    for exercise in LOSS_EXERCISES:
+        points, verdict = grade(graded, "mangled_metadata.ipynb", exercise)
+        assert points == EXERCISES[exercise].points, verdict
+    points, verdict = grade(graded, "cells_not_a_list.ipynb", "-")
+    assert points == 0 and "not a" in verdict, verdict
+    points, verdict = grade(graded, "null_source.ipynb", "grounding_loss")
+    assert points == 0 and "is missing" in verdict, verdict
+    assert grade(graded, "null_source.ipynb", "attention_entropy")[0] == 1
+
+
+def test_a_cell_that_ignores_the_interrupt_is_stopped_hard(graded):
+    points, verdict = grade(graded, "stubborn.ipynb", "shifted_cross_entropy")
+    assert points == 0 and f"did not finish within {TIMEOUT_S} s" in verdict, verdict
+    assert grade(graded, "stubborn.ipynb", "grounding_loss")[0] == 2
+    assert grade(graded, "stubborn.ipynb", "attention_entropy")[0] == 1
 
 
 def test_feedback_files_and_untouched_submissions(graded):
@@ -227,19 +271,57 @@ def test_merge_takes_only_the_answer_cells():
             assert ours.get("outputs") == theirs.get("outputs")
 
 
-@pytest.mark.parametrize("source, touches", [
-    ("from medsight_lab.grading import check", True),
-    ("import medsight_lab.grading.checks as c", True),
-    ("def check(*args, **kwargs):\n    print('✔')", True),
-    ("check = print", True),
-    ("ml.grading.checks.TIME_LIMIT_S = 1e9", True),
-    ("__import__('medsight_lab.grading')", True),
-    ("def compute_loss(a, b):\n    return a  # check this", False),
-    ("def f(x):\n    return check_value(x)", False),
-    ("def broken(:", False),
+PACKAGE = {"medsight_lab", "ml", "check"}       # what the chapters bind to the package
+
+
+@pytest.mark.parametrize("source, words", [
+    # the grader and the package
+    ("from medsight_lab.grading import check", "must not import medsight_lab"),
+    ("import medsight_lab.grading.checks as c", "must not import medsight_lab"),
+    ("from medsight_lab.reference import compute_loss", "must not import medsight_lab"),
+    ("def check(*args, **kwargs):\n    print('✔')", "must not define `check`"),
+    ("check = print", "must not use `check`"),
+    ("ml.grading.checks.TIME_LIMIT_S = 1e9", "must not set or delete attributes"),
+    ("def f(q, k, v, h):\n    return ml.model.attention(q, k, v)", "must not use `ml`"),
+    ("__import__('medsight_lab.grading')", "must not use `__import__`"),
+    # the checker's or torch's internals
+    ("check.__globals__['_judge'] = lambda *a: None", "attribute `.__globals__`"),
+    ("torch.allclose = lambda *a, **k: True", "must not set or delete attributes"),
+    ("import types\nf = types.FunctionType(g.__code__, {})", "yours imports types"),
+    ("def f(x):\n    return getattr(torch, 'allclose')(x, x)", "must not use `getattr`"),
+    ("class Always(torch.Tensor):\n    pass", "functions, not classes"),
+    # the process and the files
+    ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)", "yours imports signal"),
+    ("import os\nos.kill(os.getppid(), 2)", "yours imports os"),
+    ("x = torch.serialization.os", "attribute `.os`"),
+    ("import sys\nsys.modules['torch'] = None", "attribute `.modules`"),
+    ("open('nbval_sanitize.cfg', 'w')", "must not use `open`"),
 ])
-def test_touches_grader(source, touches):
-    assert touches_grader(source) is touches
+def test_answer_cells_that_reach_the_grader_package_or_process_are_refused(source, words):
+    problem = answer_problem(source, PACKAGE)
+    assert problem is not None and words in problem, problem
+
+
+@pytest.mark.parametrize("source", [
+    "def compute_loss(a, b):\n    return a  # check this",
+    "def f(x):\n    return check_value(x)",
+    "import math\nimport torch.nn.functional as F\nfrom typing import List",
+    "import sys, warnings\nprint('debug', file=sys.stderr)\nwarnings.warn('log of zero')",
+    "def f(x):\n    y = x.clone()\n    y[0] = 1.0\n    return y.softmax(-1)",
+    "def broken(:",                         # reported as a syntax error when it runs
+])
+def test_ordinary_answer_cells_are_accepted(source):
+    assert answer_problem(source, PACKAGE) is None
+
+
+def test_the_forbidden_names_come_from_the_chapter():
+    from medsight_lab.grading.plugin import package_names
+    assert package_names(nbformat.read(LOSS, as_version=4)) == PACKAGE
+    for path in (LOSS, ARCHITECTURE):                        # the reference answers pass
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("solution"):
+                assert answer_problem(cell.source, package_names(nb)) is None, cell.source
 
 
 def test_with_nbval_too_only_the_merged_notebooks_are_collected(tmp_path):
@@ -259,3 +341,26 @@ def test_with_nbval_too_only_the_merged_notebooks_are_collected(tmp_path):
     plain = collected()
     assert any(line.endswith("::compute_loss") for line in plain)
     assert collected("--nbval") == plain
+
+
+def test_a_change_to_the_package_or_the_reference_is_noticed(tmp_path):
+    from medsight_lab.grading.plugin import Grader
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / LOSS.name).write_bytes(LOSS.read_bytes())
+    grader = Grader(tmp_path, reference, tmp_path / "grades")
+    assert grader.files_fingerprint() == grader.fingerprint
+    (reference / LOSS.name).write_bytes(LOSS.read_bytes() + b"\n")
+    assert grader.files_fingerprint() != grader.fingerprint
+
+
+def test_an_interrupted_run_says_which_checks_were_not_graded(tmp_path):
+    from medsight_lab.grading.plugin import ExerciseResult, Grader, SubmissionResult
+    grader = Grader(tmp_path, CHAPTERS, tmp_path / "grades")
+    result = SubmissionResult("alice.ipynb", "03_loss")
+    result.exercises = {"compute_loss": ExerciseResult("compute_loss", 3)}
+    grader.results = {"alice.ipynb": result}
+    grader.pytest_sessionfinish(None, pytest.ExitCode.INTERRUPTED)
+    with open(tmp_path / "grades" / "gradebook.csv", newline="", encoding="utf-8") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["points"] == "0" and "the grading run was interrupted" in row["verdict"]

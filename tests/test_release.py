@@ -130,13 +130,14 @@ def synthetic():
 def test_synthetic_notebook_is_stubbed():
     student = student_notebook(synthetic())
     answer, whole, essay, checking = student.cells
-    assert answer.source == ('def double(x):\n    """Twice x."""\n    # YOUR CODE HERE\n'
+    assert answer.source == ('def double(x):\n    """Twice x."""\n    # TODO: your code here\n'
                              '    raise NotImplementedError("double: your code here")')
     assert answer.metadata == {"nbgrader": {"solution": True, "grade": False,
                                             "grade_id": "double", "locked": False},
                                "tags": ["keep-me"]}
     assert answer.outputs == [] and answer.execution_count is None
-    assert whole.source == '# YOUR CODE HERE\nraise NotImplementedError("whole: your code here")'
+    assert whole.source == ('# TODO: your code here\n'
+                            'raise NotImplementedError("whole: your code here")')
     assert essay.source == MARKDOWN_STUB
     assert checking.source == 'check("double", double)'
     text = nbformat.writes(student)

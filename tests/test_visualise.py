@@ -249,3 +249,37 @@ def test_findings_overview_names_the_missing_keys():
         visualise.plot_findings_overview([broken])
     with pytest.raises(ValueError):
         visualise.plot_findings_overview([])
+
+
+def test_finding_words_map_averages_the_finding_words_only():
+    attn = torch.softmax(torch.randn(6, 16), dim=-1)
+    grounded = [False, False, True, False, True, False]
+    np.testing.assert_allclose(visualise.finding_words_map(attn, grounded),
+                               attn[[2, 4]].mean(0).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="no finding words"):
+        visualise.finding_words_map(attn, [False] * 6)
+
+
+def test_findings_overview_row_generated_and_teacher_forced(trained, dataset):
+    import medsight_lab as ml
+
+    index = next(i for i in range(len(dataset)) if dataset[i]["finding_name"] == "nodule")
+    generated = visualise.findings_overview_row(trained, dataset, index)
+    assert trained.training is False
+    out = trained.generate(dataset.patches[index:index + 1])
+    assert generated["tokens"] == dataset.decode_tokens(out.token_ids[0])
+    torch.testing.assert_close(generated["attn"], out.cross_attention[-1][0].mean(0))
+    assert generated["grounded"] == [t in ml.GROUNDED_WORDS for t in generated["tokens"]]
+
+    forced = visualise.findings_overview_row(trained, dataset, index, teacher_forced=True,
+                                             label="nodule, teacher-forced")
+    assert forced["tokens"] == dataset.decode_tokens(dataset.token_ids[index])
+    assert forced["finding_name"] == "nodule, teacher-forced"
+    visualise.plot_findings_overview([generated, forced])          # a valid row of the figure
+
+    normal = next(i for i in range(len(dataset)) if dataset[i]["finding_name"] == "normal")
+    assert not any(visualise.findings_overview_row(trained, dataset, normal)["grounded"])
+    subset = torch.utils.data.Subset(dataset, [normal, index])
+    assert visualise.findings_overview_row(trained, subset, 1)["tokens"] == generated["tokens"]
+    with pytest.raises(IndexError, match="between 0 and 1"):
+        visualise.findings_overview_row(trained, subset, 2)

@@ -18,6 +18,7 @@ import contextlib
 import io
 import itertools
 import math
+import re
 import signal
 import threading
 import warnings
@@ -70,7 +71,7 @@ class Case:
 # ---------------------------------------------------------------------------------------------
 
 def _loss_inputs(seed, B=3, T=7, V=11, H=2, N=6, layers=2, padding=True, findings=True,
-                 pad_id=0, all_pad_row=False, one_hot_row=False):
+                 pad_id=0, all_pad_row=False, one_hot_row=False, saturated_finding_row=False):
     """logits, token_ids, attn_weights, finding_masks as the loss sees them. The last image has
     no finding, and only some tokens of the others have a mask."""
     g = torch.Generator().manual_seed(seed)
@@ -93,6 +94,9 @@ def _loss_inputs(seed, B=3, T=7, V=11, H=2, N=6, layers=2, padding=True, finding
             rows = torch.randperm(T, generator=g)[:max(1, T // 3)]
             for t in rows.tolist():
                 masks[b, t, torch.randperm(N, generator=g)[:1 + t % 3]] = 1.0
+    if saturated_finding_row:       # every head puts all its weight on a patch outside the lesion
+        t = int(masks[0].sum(-1).nonzero()[0])
+        attn[-1][0, :, t] = F.one_hot((masks[0, t] == 0).nonzero()[0], N).float()
     return logits, token_ids, attn, masks
 
 
@@ -164,7 +168,9 @@ def _cases_grounding_loss(suite):
             Case("a single head (H=1)", g(13, H=1)),
             Case("a single layer", g(14, layers=1)),
             Case("a different number of patches (N=9)", g(15, N=9)),
-            Case("a single image with a finding (B=1)", g(16, B=1, T=4))]
+            Case("a single image with a finding (B=1)", g(16, B=1, T=4)),
+            Case("attention weights of exactly 0 and 1 on a finding row",
+                 g(17, saturated_finding_row=True))]
 
 
 def _cases_attention_entropy(suite):
@@ -305,7 +311,7 @@ _CE_MISTAKES = [
 ]
 
 
-def _bce_rows(avg, masks, normalise=True, all_rows=False, reduce_patches="mean"):
+def _bce_rows(avg, masks, normalise=True, all_rows=False, reduce_patches="mean", clamp=True):
     """The reference's BCE on (B, T, N) head-averaged attention, with optional mistakes."""
     if not all_rows:
         exists = masks.sum(-1) > 0
@@ -313,7 +319,8 @@ def _bce_rows(avg, masks, normalise=True, all_rows=False, reduce_patches="mean")
             return avg.sum() * 0.0
         avg, masks = avg[exists], masks[exists]
     target = masks / (masks.sum(-1, keepdim=True) + 1e-6) if normalise else masks
-    bce = F.binary_cross_entropy(avg.clamp(1e-6, 1 - 1e-6), target, reduction="none")
+    bce = F.binary_cross_entropy(avg.clamp(1e-6, 1 - 1e-6) if clamp else avg, target,
+                                 reduction="none")
     return bce.sum(-1).mean() if reduce_patches == "sum" else bce.mean()
 
 
@@ -336,6 +343,9 @@ _GROUNDING_MISTAKES = [
      lambda a, m: _loss.grounding_loss(a, m, "kl")),
     ("you sum the BCE over the patches: average it over every entry (the default reduction)",
      lambda a, m: _bce_rows(a[-1].mean(1), m, reduce_patches="sum")),
+    ("on a weight of exactly 0 or 1 your loss differs from the reference's: clamp the weights to "
+     "[1e-6, 1 - 1e-6] before the BCE, as the reference does (log 0 is -inf; PyTorch's BCE caps "
+     "it at -100)", lambda a, m: _bce_rows(a[-1].mean(1), m, clamp=False)),
 ]
 
 
@@ -393,6 +403,10 @@ def _diagnose_compute_loss(out, expected, args, kwargs):
         if order != (0, 1, 2, 3) and _matches(tuple(out), tuple(expected[i] for i in order)):
             return ("the four values are right but in the wrong order: return "
                     "(total, ce, ground, entropy)")
+    if (_matches(out[0], expected[0]) and _matches(out[1], ce)
+            and _matches(out[2], lg * ground) and _matches(out[3], le * entropy)):
+        return ("the total is right, but ground and entropy are returned multiplied by their "
+                "lambdas: return them unweighted, as the training log records them")
     parts = [("ce", "the cross-entropy", ce, _CE_MISTAKES, (lo, t)),
              ("ground", "the grounding term", ground, _GROUNDING_MISTAKES, (a, m)),
              ("entropy", "the entropy term", entropy, _ENTROPY_MISTAKES, (a,))]
@@ -586,6 +600,16 @@ def _first_line(err):
 NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with your code"
 
 
+def _not_implemented(err, fn):
+    """The stub message, or which other exercise's stub the answer called."""
+    stub = re.fullmatch(r"(\w+): your code here", str(err))
+    other = EXERCISES.get(stub.group(1)) if stub else None
+    if other is not None and other.function != getattr(fn, "__name__", None):
+        return (f"your function calls {other.function}, which is not implemented yet: "
+                "do that exercise first")
+    return NOT_IMPLEMENTED
+
+
 def _call(fn, args, kwargs, label):
     """Run the student's function with its printing silenced and the references switched off.
     Returns (output, problem); problem is None or a short message."""
@@ -601,7 +625,7 @@ def _call(fn, args, kwargs, label):
         if _called_references:
             out = None
         elif isinstance(err, NotImplementedError):
-            return None, NOT_IMPLEMENTED
+            return None, _not_implemented(err, fn)
         else:
             return None, (f"your function raised {type(err).__name__} on {label}: "
                           f"{_first_line(err)}")

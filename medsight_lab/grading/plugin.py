@@ -23,16 +23,23 @@ from __future__ import annotations
 import ast
 import copy
 import csv
+import hashlib
 import re
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 import pytest
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
-from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError
+from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError, get_sanitize_patterns
 
 from .checks import EXERCISES
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 GRADER = "medsight_lab_grader"
 GRADEBOOK_COLUMNS = ["submission", "exercise", "points", "max_points", "verdict"]
@@ -71,7 +78,8 @@ def pytest_configure(config):
     config.option.nbval = config.option.nbval_lax = False
     if config.option.nbval_sanitize_with is None and (reference / "nbval_sanitize.cfg").exists():
         config.option.nbval_sanitize_with = str(reference / "nbval_sanitize.cfg")
-    config.pluginmanager.register(Grader(submissions, reference, output), GRADER)
+    config.pluginmanager.register(Grader(submissions, reference, output,
+                                         config.option.nbval_sanitize_with), GRADER)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,46 +146,104 @@ class SubmissionResult:
 # Merging a submission into the reference notebook
 # ---------------------------------------------------------------------------------------------
 
+def _nbgrader(cell):
+    """A cell's nbgrader metadata; {} when a submission mangled it into something else."""
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    return nbgrader if isinstance(nbgrader, dict) else {}
+
+
 def _grade_id(cell):
-    return cell.metadata.get("nbgrader", {}).get("grade_id")
+    grade_id = _nbgrader(cell).get("grade_id")
+    return grade_id if isinstance(grade_id, str) else None
 
 
 def _is_answer(cell):
-    return bool(cell.metadata.get("nbgrader", {}).get("solution")) and cell.cell_type == "code"
+    return bool(_nbgrader(cell).get("solution")) and cell.cell_type == "code"
 
 
 def _check_of(cell):
     """The exercise id of a check cell, else None."""
-    nbgrader = cell.metadata.get("nbgrader", {})
-    grade_id = nbgrader.get("grade_id") or ""
+    nbgrader = _nbgrader(cell)
+    grade_id = _grade_id(cell) or ""
     return grade_id[:-len("_check")] if nbgrader.get("grade") and grade_id.endswith("_check") \
         else None
 
 
-def touches_grader(source):
-    """Does an answer cell import the grader, or define / assign `check`?"""
+# What an answer cell may do. An answer computes with tensors; it has no business importing
+# the package, reaching the process (os, signal, files) or changing other objects' attributes,
+# which is how a kernel-side check could be fooled. The rules are static (the cell is parsed, not
+# run), so they also hold for code that never executes during grading.
+ALLOWED_IMPORTS = {"collections", "einops", "functools", "itertools", "math", "numpy", "random",
+                   "sys", "torch", "typing", "warnings"}
+FORBIDDEN_NAMES = {"breakpoint", "compile", "delattr", "eval", "exec", "exit", "getattr",
+                   "globals", "input", "locals", "open", "quit", "setattr", "type", "vars"}
+FORBIDDEN_ATTRIBUTES = {"addaudithook", "builtins", "ctypes", "ctypeslib", "distutils", "environ",
+                        "exit", "gc", "hub", "importlib", "inspect", "kill", "killpg", "library",
+                        "load", "load_inline", "load_library", "modules", "os", "pathlib",
+                        "popen", "remove", "rmdir", "rmtree", "save", "setprofile", "settrace",
+                        "shutil", "signal", "subprocess", "sys", "system", "unlink",
+                        "write_bytes", "write_text"}
+
+
+def package_names(notebook):
+    """Names a chapter's locked cells bind to medsight_lab (`ml`, `check`, ...)."""
+    names = {"medsight_lab"}
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or _is_answer(cell):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names
+                          if a.name.split(".")[0] == "medsight_lab"}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medsight_lab"):
+                names |= {a.asname or a.name for a in node.names}
+    return names
+
+
+def answer_problem(source, forbidden_names=frozenset({"medsight_lab", "check"})):
+    """Why an answer cell's source may not be graded, or None. `forbidden_names`: the names the
+    chapter binds to the package (see `package_names`)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return False                   # reported as a syntax error when it runs
+        return None                    # reported as a syntax error when it runs
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            modules += [a.name for a in node.names] + [a.asname or "" for a in node.names]
-            if any("grading" in m or m == "check" for m in modules):
-                return True
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if node.name == "check":
-                return True
-        elif isinstance(node, ast.Name) and node.id == "check" and not isinstance(node.ctx,
-                                                                                 ast.Load):
-            return True
-        elif isinstance(node, ast.Attribute) and node.attr == "grading":
-            return True
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                and "medsight_lab.grading" in node.value:
-            return True
-    return False
+            if isinstance(node, ast.ImportFrom):      # a relative import has no top package
+                modules = ["." * node.level + (node.module or "")]
+            else:
+                modules = [a.name for a in node.names]
+            bad = [m for m in modules if m.split(".")[0] not in ALLOWED_IMPORTS]
+            if bad and bad[0].split(".")[0] == "medsight_lab":
+                return ("answer cells must not import medsight_lab: write the exercise "
+                        "yourself with torch")
+            if bad:
+                return (f"answer cells may import only {', '.join(sorted(ALLOWED_IMPORTS))}; "
+                        f"yours imports {bad[0]}")
+        elif isinstance(node, ast.Name):
+            if node.id in forbidden_names:
+                if node.id == "check" and isinstance(node.ctx, ast.Load):
+                    continue
+                return (f"answer cells must not use `{node.id}` (the course package or its "
+                        "checker): write the exercise yourself with torch")
+            if node.id in FORBIDDEN_NAMES or node.id.startswith("__"):
+                return f"answer cells must not use `{node.id}`"
+        elif isinstance(node, ast.Attribute):
+            if node.attr.startswith("_") or node.attr in FORBIDDEN_ATTRIBUTES:
+                return f"answer cells must not use the attribute `.{node.attr}`"
+            if not isinstance(node.ctx, ast.Load):
+                return ("answer cells must not set or delete attributes "
+                        f"(`... .{node.attr} = ...`): compute with local variables instead")
+        elif isinstance(node, ast.ClassDef):
+            return "answer cells define functions, not classes"
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and (node.name == "check" or node.name.startswith("__")):
+            return f"answer cells must not define `{node.name}`"
+    return None
 
 
 def _raising(message):
@@ -191,11 +257,13 @@ def merge(reference, submission):
     by_grade_id, by_cell_id = {}, {}
     for cell in submission.cells:
         if cell.cell_type == "code":
+            if not isinstance(cell.get("source"), str):
+                continue                  # not a cell we can take (a mangled file)
             if _grade_id(cell):
                 by_grade_id.setdefault(_grade_id(cell), []).append(cell)
-            elif cell.get("id"):
+            elif isinstance(cell.get("id"), str):
                 by_cell_id.setdefault(cell["id"], []).append(cell)
-    problems = {}
+    problems, forbidden = {}, package_names(reference)
     for cell in merged.cells:
         if _check_of(cell):
             # Re-import `check` right before using it: whatever an answer did to the name.
@@ -210,9 +278,8 @@ def merge(reference, submission):
         elif len(answers) > 1:
             problems[exercise] = (f"your notebook has {len(answers)} answer cells for {exercise} "
                                   "(a duplicated cell?): keep exactly one")
-        elif touches_grader(answers[0].source):
-            problems[exercise] = ("answer cells must not touch the grader (importing "
-                                  "medsight_lab.grading or redefining check)")
+        elif answer_problem(answers[0].source, forbidden):
+            problems[exercise] = answer_problem(answers[0].source, forbidden)
         else:
             cell.source = answers[0].source
             continue
@@ -224,8 +291,9 @@ def identify_chapter(nb, path, chapters):
     """The submission's chapter: notebook metadata, else the exercises it contains, else its file
     name. None if none of them names a reference chapter."""
     if nb is not None:
-        chapter = nb.metadata.get("medsight_lab", {}).get("chapter")
-        if chapter in chapters:
+        course = nb.metadata.get("medsight_lab")
+        chapter = course.get("chapter") if isinstance(course, dict) else None
+        if isinstance(chapter, str) and chapter in chapters:
             return chapter
         for cell in nb.cells:
             exercise = EXERCISES.get((_grade_id(cell) or "").removesuffix("_check"))
@@ -252,13 +320,26 @@ def read_submission(path):
 class Grader:
     """The plugin's state for one grading run: reference chapters and every submission's result."""
 
-    def __init__(self, submissions, reference, output):
+    def __init__(self, submissions, reference, output, sanitize_file=None):
         self.submissions, self.reference, self.output = submissions, reference, output
         self.chapters = {}
         for path in sorted(reference.glob("*.ipynb")):
             nb = nbformat.read(path, as_version=4)
             self.chapters[nb.metadata.get("medsight_lab", {}).get("chapter", path.stem)] = path
         self.results = {}
+        # Read once: nothing a submission does to the file later changes how others are compared.
+        self.sanitize_patterns = (get_sanitize_patterns(Path(sanitize_file).read_text())
+                                  if sanitize_file else {})
+        self.fingerprint = self.files_fingerprint()
+        self.tampered_by = None          # the submission after which the fingerprint changed
+
+    def files_fingerprint(self):
+        """A hash of what grading trusts: the package's source and the reference chapters."""
+        digest = hashlib.sha256()
+        for path in sorted([*PACKAGE_DIR.rglob("*.py"), *self.reference.glob("*.ipynb"),
+                            *self.reference.glob("*.cfg")]):
+            digest.update(str(path).encode() + b"\0" + path.read_bytes())
+        return digest.hexdigest()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pycollect_makemodule(self, module_path, parent):
@@ -271,8 +352,14 @@ class Grader:
             return Submission.from_parent(parent, path=file_path)
         return None
 
-    def pytest_sessionfinish(self, session):
+    def pytest_sessionfinish(self, session, exitstatus):
         results = [self.results[k] for k in sorted(self.results)]
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            for result in results:
+                for exercise in result.exercises.values():
+                    if not exercise.check_ran and not exercise.problem:
+                        exercise.problem = ("not graded: the grading run was interrupted "
+                                            "before this check ran; grade again")
         (self.output / "feedback").mkdir(parents=True, exist_ok=True)
         with open(self.output / "gradebook.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -313,7 +400,23 @@ class Unusable(pytest.Item):
 class Submission(IPyNbFile):
     """One submitted file: collected as the cells of its merged notebook."""
 
+    scratch = None
+
     def collect(self):
+        """The cells to run; a file that breaks the merge becomes one failing item, so that one
+        mangled notebook never stops the grading of the others."""
+        try:
+            items = list(self._collect())
+        except Exception as err:  # any defect of the file itself: report it, grade the rest
+            self.nb = None
+            problem = (f"not a gradable notebook ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0][:120] if str(err) else 'no details'}): "
+                       "hand in the notebook as Jupyter saved it")
+            self.result.problem = problem
+            items = [Unusable.from_parent(self, name="submission", reason=problem)]
+        yield from items
+
+    def _collect(self):
         grader = self.config.pluginmanager.get_plugin(GRADER)
         self.grader = grader
         name = self.path.relative_to(grader.submissions).as_posix()
@@ -330,7 +433,7 @@ class Submission(IPyNbFile):
         for cell in reference.cells:
             exercise = _check_of(cell)
             if exercise:
-                points = cell.metadata["nbgrader"].get("points", 0)
+                points = _nbgrader(cell).get("points", 0)
                 result.exercises[exercise] = ExerciseResult(exercise, points)
         if problem:
             result.problem = problem
@@ -353,15 +456,48 @@ class Submission(IPyNbFile):
                                    exercise=exercise)
 
     def setup(self):
-        if self.nb is not None:
-            self.start_kernel()
-            self.setup_sanitize_files()
+        if self.nb is None:
+            return
+        if self.grader.tampered_by is not None:
+            self.result.problem = (f"not graded: the course package or the reference chapters "
+                                   f"changed on disk while {self.grader.tampered_by} was graded; "
+                                   "restore them (git checkout -- medsight_lab notebooks) and "
+                                   "grade again")
+            return
+        # Each kernel works in an empty folder of its own: nothing it writes there reaches the
+        # reference chapters or the next submission.
+        self.scratch = tempfile.mkdtemp(prefix="medsight-grade-")
+        self.start_kernel()
+        self.setup_sanitize_files()
+
+    def setup_sanitize_files(self):
+        self.sanitize_patterns.update(self.grader.sanitize_patterns)
 
     def start_kernel(self):
         option = self.config.option
         self.kernel = RunningKernel(option.nbval_kernel_name or CURRENT_ENV_KERNEL_NAME,
-                                    cwd=str(self.grader.reference),
+                                    cwd=self.scratch,
                                     startup_timeout=option.nbval_kernel_startup_timeout)
+
+    def teardown(self):
+        super().teardown()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.scratch is not None and self.grader.tampered_by is None \
+                and self.grader.files_fingerprint() != self.grader.fingerprint:
+            self.grader.tampered_by = self.result.name
+            self.result.problem = ("not graded: while this submission ran, the course package or "
+                                   "the reference chapters changed on disk")
+
+    def get_kernel_message(self, timeout=None, stream="iopub"):
+        """nbval keeps reading output after a timeout until the kernel falls silent; a cell that
+        ignores the interrupt and keeps printing would hold it forever. Past the cell's hard
+        deadline the read fails as if the kernel were silent, and nbval stops the kernel."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise Empty
+        return super().get_kernel_message(timeout=timeout, stream=stream)
+
+    deadline = None
 
     def revive_kernel(self):
         """A cell killed the kernel (or nbval stopped it after a timeout): start a new one and
@@ -415,13 +551,20 @@ class Cell(IPyNbCell):
 
     def runtest(self):
         submission = self.parent
+        if submission.result.problem:
+            pytest.skip(submission.result.problem)
         if not submission.kernel.is_alive():
             submission.revive_kernel()
+        timeout = self.config.option.nbval_cell_timeout
+        # The cell's time, then the time nbval gives an interrupted cell to fall silent.
+        submission.deadline = time.monotonic() + timeout + 2 * self.output_timeout
         try:
             super().runtest()
         except Exception as failure:
             self.record(failure)
             raise
+        finally:
+            submission.deadline = None
         self.record(None)
         result = submission.exercise(self.exercise)
         if self.role == "check" and result is not None and result.verdict()[0] == 0:

@@ -80,11 +80,12 @@ def stub_source(source, exercise_id, where="cell"):
     lines = source.splitlines()
     regions = list(_regions(source, SOLUTION, where))
     if not regions:                                   # nbgrader: the whole cell is the answer
-        return f'# YOUR CODE HERE\nraise NotImplementedError("{exercise_id}: your code here")'
+        return (f'# TODO: your code here\n'
+                f'raise NotImplementedError("{exercise_id}: your code here")')
     for begin, end in reversed(regions):
         indent = re.match(r"\s*", lines[begin]).group()
         lines[begin:end + 1] = [
-            f"{indent}# YOUR CODE HERE",
+            f"{indent}# TODO: your code here",
             f'{indent}raise NotImplementedError("{exercise_id}: your code here")']
     return "\n".join(lines)
 
