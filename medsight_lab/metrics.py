@@ -158,6 +158,35 @@ def _check_model_matches(model, dataset_size):
         raise ValueError("the dataset is empty: expected at least one sample")
 
 
+def report_scores(generated, truth, labels, findings) -> dict:
+    """exact_match, finding_accuracy, per_finding and bleu4 of reports `generated` (B, T) against
+    the true reports `truth` (B, T); `labels`: the labeler's findings of each generated report,
+    `findings`: each image's finding name."""
+    tokenizer = Tokenizer()
+    words = lambda ids: [w for w in tokenizer.decode_tokens(ids) if w not in ("<bos>", "<eos>")]
+    texts, truths = [tokenizer.decode(ids) for ids in generated], [tokenizer.decode(ids)
+                                                                   for ids in truth]
+    return {
+        "exact_match": sum(a == b for a, b in zip(texts, truths)) / len(texts),
+        "finding_accuracy": finding_accuracy(labels, findings),
+        "per_finding": per_finding_prf(findings, labels),
+        "bleu4": corpus_bleu([words(ids) for ids in truth], [words(ids) for ids in generated]),
+    }
+
+
+def majority_baseline(dataset) -> dict:
+    """The chance level of the report scores: the scores of writing the most common report of
+    `dataset` for every image, with that report's finding ("finding_name") and its text."""
+    data = as_batch(dataset)                             # raises on an empty dataset
+    majority = Counter(data["finding_name"]).most_common(1)[0][0]
+    report = data["token_ids"][data["finding_name"].index(majority)]
+    text = Tokenizer().decode(report)
+    scores = report_scores(report.expand_as(data["token_ids"]), data["token_ids"],  # (B, T)
+                           [label_report(text)] * len(dataset), data["finding_name"])
+    scores.update(finding_name=majority, report=text)
+    return scores
+
+
 @torch.no_grad()
 def evaluate(model, dataset, batch_size=500, num_beams=1) -> dict:
     """Free-running evaluation of `model` on `dataset` (a SyntheticRadiologyDataset or a Subset).
@@ -181,19 +210,9 @@ def evaluate(model, dataset, batch_size=500, num_beams=1) -> dict:
         tf_total += (wanted != PAD_ID).sum().item()
     model.train(was_training)
 
-    tokenizer = Tokenizer()
-    texts = [tokenizer.decode(ids) for ids in generated.cpu()]
-    truths = [tokenizer.decode(ids) for ids in data["token_ids"].cpu()]
-    findings = data["finding_name"]
-    words = lambda ids: [w for w in tokenizer.decode_tokens(ids) if w not in ("<bos>", "<eos>")]
-    metrics = {
-        "n_samples": len(dataset),
-        "exact_match": sum(a == b for a, b in zip(texts, truths)) / len(texts),
-        "finding_accuracy": finding_accuracy(labels, findings),
-        "per_finding": per_finding_prf(findings, labels),
-        "bleu4": corpus_bleu([words(ids) for ids in data["token_ids"].cpu()],
-                             [words(ids) for ids in generated.cpu()]),
-    }
+    metrics = {"n_samples": len(dataset)}
+    metrics.update(report_scores(generated.cpu(), data["token_ids"].cpu(), labels,
+                                 data["finding_name"]))
     metrics.update(grounding_scores(generated, attn, data["lesion_mask"]))
     metrics["teacher_forced_token_accuracy"] = tf_correct / max(tf_total, 1)
     return metrics

@@ -330,6 +330,22 @@ def finding_words_map(attn, grounded) -> np.ndarray:
     return attn[grounded].mean(axis=0)
 
 
+def plot_finding_words_map(attn, grounded, lesion_mask=None, ax=None,
+                           title="Finding words: mean cross-attention"):
+    """`plot_grounding_map` of `finding_words_map(attn, grounded)`; a report without finding
+    words (a normal image, or a model that wrote "no acute findings") gets a note instead of a
+    map. Returns the Axes."""
+    if np.asarray(grounded, dtype=bool).any():
+        return plot_grounding_map(finding_words_map(attn, grounded), lesion_mask, ax=ax,
+                                  title=title)
+    ax = _new_axes(ax, (4.2, 3.6))
+    ax.text(0.5, 0.5, "no finding words in this report:\nnothing to ground", ha="center",
+            va="center", transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_axis_off()
+    return ax
+
+
 @torch.no_grad()
 def findings_overview_row(model, dataset, index, teacher_forced=False, label=None) -> dict:
     """One row of `plot_findings_overview` for image `index` of `dataset` (a
@@ -395,14 +411,7 @@ def plot_findings_overview(examples, figsize=None,
                         title=f"{name}: image (patch norms)")
         plot_attention_heatmap(attn, tokens, ax=row[1], grounded=grounded,
                                title=f"{name}: cross-attention per token")
-        if grounded.any():
-            plot_grounding_map(finding_words_map(attn, grounded), example["lesion_mask"],
-                               ax=row[2],
+        plot_finding_words_map(attn, grounded, example["lesion_mask"], ax=row[2],
                                title=f"{name}: finding words, mean attention")
-        else:
-            row[2].text(0.5, 0.5, "no finding words in this report:\nnothing to ground",
-                        ha="center", va="center", transform=row[2].transAxes)
-            row[2].set_title(f"{name}: grounding map")
-            row[2].set_axis_off()
     fig.suptitle(suptitle, fontweight="bold")
     return fig

@@ -1,9 +1,9 @@
 """Do the chapters' printed checks hold for a model trained from other random seeds?
 
 A GPU trains the chapter models along a different floating-point path (other kernels, other
-dropout masks), so the notebooks may only print checks that hold for *any* reasonable training
+summation orders), so the notebooks may only print checks that hold for *any* reasonable training
 run, not just the one stored. This script is the CPU proxy for that: it copies the chapters that
-train models, shifts every training seed (initialisation, dropout, batch order) by SEED — the
+train models, shifts every training seed (initialisation, batch order) by SEED — the
 datasets keep theirs, so the stored outputs still describe the same data — and runs nbval on the
 copies against the stored outputs. A check whose margin is too thin fails here.
 
@@ -38,7 +38,7 @@ _ml.train = lambda *args, seed=0, **kwargs: _train(*args, seed=seed + {seed}, **
 
 def perturbed_copy(notebook: Path, seed: int, folder: Path) -> Path:
     """Write `notebook` into `folder` with a first cell that shifts every training seed by `seed`
-    (`ml.set_seed`: initialisation and dropout; `ml.train`'s `seed`: batch order). The datasets
+    (`ml.set_seed`: initialisation and random draws; `ml.train`'s `seed`: batch order). The datasets
     keep their seeds, so the stored outputs still describe the same data."""
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     source = _SHIFT_SEEDS.format(seed=seed)

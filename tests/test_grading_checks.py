@@ -377,6 +377,17 @@ def test_an_answer_that_calls_an_unfinished_exercise_says_which():
                                                        shifted_cross_entropy).message
 
 
+def test_gradients_are_checked_even_when_the_notebook_switched_autograd_off():
+    def detached(scores):                  # right values, but no gradient can flow back
+        T = scores.shape[-1]
+        allowed = torch.ones(T, T, dtype=torch.bool).tril()
+        return torch.tensor(scores.masked_fill(~allowed, float("-inf")).softmax(-1).tolist())
+
+    with torch.no_grad():
+        result = run_check("causal_mask", detached, "hidden")
+    assert not result.passed and "no gradient flows back" in result.message, result.message
+
+
 def test_an_infinite_loop_is_stopped(monkeypatch):
     monkeypatch.setattr(checks, "TIME_LIMIT_S", 0.5)
     result = run_check("compute_loss", _loop)

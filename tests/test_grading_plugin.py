@@ -296,6 +296,19 @@ PACKAGE = {"medsight_lab", "ml", "check"}       # what the chapters bind to the 
     ("x = torch.serialization.os", "attribute `.os`"),
     ("import sys\nsys.modules['torch'] = None", "attribute `.modules`"),
     ("open('nbval_sanitize.cfg', 'w')", "must not use `open`"),
+    # routes found by a second review: builtins through frames, patching through functools,
+    # eval through type hints, files through numpy, the shell through IPython
+    ("B = (i for i in ()).gi_frame.f_builtins", "attribute `.f_builtins`"),
+    ("import sys\nframe = sys.exc_info()[2].tb_frame.f_back", "attribute `.f_back`"),
+    ("import functools\nfunctools.update_wrapper(check, f, assigned=('__code__',))",
+     "attribute `.update_wrapper`"),
+    ("from functools import update_wrapper", "must not import `update_wrapper`"),
+    ("import typing\ntyping.get_type_hints(f)", "attribute `.get_type_hints`"),
+    ("import numpy\nnumpy.frombuffer(b'x', dtype=numpy.uint8).tofile('startup.py')",
+     "attribute `.tofile`"),
+    ("shell = get_ipython()", "must not use `get_ipython`"),
+    ("!echo hacked > file.txt", "magics or shell commands"),
+    ("%%bash\necho hacked", "magics or shell commands"),
 ])
 def test_answer_cells_that_reach_the_grader_package_or_process_are_refused(source, words):
     problem = answer_problem(source, PACKAGE)
@@ -309,6 +322,12 @@ def test_answer_cells_that_reach_the_grader_package_or_process_are_refused(sourc
     "import sys, warnings\nprint('debug', file=sys.stderr)\nwarnings.warn('log of zero')",
     "def f(x):\n    y = x.clone()\n    y[0] = 1.0\n    return y.softmax(-1)",
     "def broken(:",                         # reported as a syntax error when it runs
+    # ordinary code that an earlier, broader rule set refused
+    "def f(logits, t):\n    input = logits[:, :-1]\n    return F.cross_entropy(input, t)",
+    "def f(x):\n    dims = [0, 1, 2]\n    dims.remove(1)\n    return x.sum(dims)",
+    "from __future__ import annotations",
+    "def f(x):\n    assert isinstance(x, torch.Tensor), type(x)\n    return x",
+    "def f(q, k):\n    return torch.einsum('bhtd,bhnd->bhtn', q, k).softmax(-1) * math.sqrt(2)",
 ])
 def test_ordinary_answer_cells_are_accepted(source):
     assert answer_problem(source, PACKAGE) is None

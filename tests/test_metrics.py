@@ -84,3 +84,19 @@ def test_evaluate_refuses_a_model_with_another_vocabulary():
     model = ml.GroundedReportVLM(64, 32, 4, 1, vocab_size=33, max_len=20)
     with pytest.raises(ValueError, match="vocabulary"):
         ml.evaluate(model, ml.SyntheticRadiologyDataset(5))
+
+
+def test_majority_baseline_writes_the_most_common_report(dataset):
+    from medsight_lab.metrics import majority_baseline
+    baseline = majority_baseline(dataset)
+    names = [dataset[i]["finding_name"] for i in range(len(dataset))]
+    share = max(names.count(n) for n in set(names)) / len(names)
+    assert baseline["exact_match"] == baseline["finding_accuracy"] == share
+    assert baseline["finding_name"] == max(set(names), key=names.count)
+    first = dataset[names.index(baseline["finding_name"])]
+    assert baseline["report"] == ml.FINDINGS[first["finding_idx"]][1]
+    assert 0 < baseline["bleu4"] < 1
+    same = torch.utils.data.Subset(dataset, [i for i, n in enumerate(names) if n == "nodule"])
+    assert majority_baseline(same)["bleu4"] == pytest.approx(1.0)     # every report is the one
+    with pytest.raises(ValueError, match="empty"):
+        majority_baseline(torch.utils.data.Subset(dataset, []))

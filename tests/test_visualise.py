@@ -258,6 +258,11 @@ def test_finding_words_map_averages_the_finding_words_only():
                                attn[[2, 4]].mean(0).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="no finding words"):
         visualise.finding_words_map(attn, [False] * 6)
+    ax = visualise.plot_finding_words_map(attn, grounded, torch.zeros(16))
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()).ravel(),
+                               attn[[2, 4]].mean(0).numpy(), rtol=1e-6)
+    note = visualise.plot_finding_words_map(attn, [False] * 6)      # e.g. a normal report
+    assert not note.images and "no finding words" in note.texts[0].get_text()
 
 
 def test_findings_overview_row_generated_and_teacher_forced(trained, dataset):

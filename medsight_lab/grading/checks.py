@@ -717,6 +717,7 @@ def _gradient_problem(spec, out, args, case):
     return None
 
 
+@torch.enable_grad()   # whatever the notebook did to autograd, the gradient checks must see it
 def _judge(spec, fn, case):
     """None if `fn` is right on `case`, else the problem in words."""
     expected = spec.reference(*_clone(case.args), **case.kwargs)

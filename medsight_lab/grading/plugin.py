@@ -24,6 +24,7 @@ import ast
 import copy
 import csv
 import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -169,20 +170,33 @@ def _check_of(cell):
         else None
 
 
-# What an answer cell may do. An answer computes with tensors; it has no business importing
-# the package, reaching the process (os, signal, files) or changing other objects' attributes,
-# which is how a kernel-side check could be fooled. The rules are static (the cell is parsed, not
-# run), so they also hold for code that never executes during grading.
-ALLOWED_IMPORTS = {"collections", "einops", "functools", "itertools", "math", "numpy", "random",
-                   "sys", "torch", "typing", "warnings"}
-FORBIDDEN_NAMES = {"breakpoint", "compile", "delattr", "eval", "exec", "exit", "getattr",
-                   "globals", "input", "locals", "open", "quit", "setattr", "type", "vars"}
-FORBIDDEN_ATTRIBUTES = {"addaudithook", "builtins", "ctypes", "ctypeslib", "distutils", "environ",
-                        "exit", "gc", "hub", "importlib", "inspect", "kill", "killpg", "library",
-                        "load", "load_inline", "load_library", "modules", "os", "pathlib",
-                        "popen", "remove", "rmdir", "rmtree", "save", "setprofile", "settrace",
-                        "shutil", "signal", "subprocess", "sys", "system", "unlink",
-                        "write_bytes", "write_text"}
+# What an answer cell may do. An answer computes with tensors; it has no business importing the
+# package, patching other objects or reaching the process and its files. The rules are static (the
+# cell is parsed, not run) and aim at mistakes and the known shortcuts with as few false refusals
+# as possible: they are not a sandbox (see "Trust" in the grader guide).
+ALLOWED_IMPORTS = {"__future__", "collections", "einops", "functools", "itertools", "math",
+                   "numpy", "random", "sys", "torch", "typing", "warnings"}
+FORBIDDEN_NAMES = {"breakpoint", "compile", "delattr", "eval", "exec", "get_ipython", "getattr",
+                   "globals", "open", "setattr", "vars"}
+# Attributes that lead out of the answer: to other modules, frames, builtins and hooks, or files.
+FORBIDDEN_ATTRIBUTES = {
+    "builtins", "ctypes", "importlib", "os", "shutil", "signal", "subprocess", "sys",     # modules
+    "environ", "modules", "setprofile", "settrace", "addaudithook",                      # sys, os
+    "ag_frame", "cr_frame", "f_back", "f_builtins", "f_globals", "f_locals", "gi_frame",
+    "tb_frame",                                                                     # frames
+    "get_type_hints", "update_wrapper", "run_cell",                     # eval / patch routes
+    "from_file", "fromfile", "genfromtxt", "load", "loadtxt", "memmap", "save", "savetxt",
+    "savez", "savez_compressed", "tofile",                                              # files
+}
+
+
+def _python_source(source):
+    """The cell as IPython runs it: magics and shell escapes become `get_ipython()` calls."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    try:
+        return TransformerManager().transform_cell(source)
+    except Exception:  # IPython cannot read it either: it fails as a syntax error when it runs
+        return source
 
 
 def package_names(notebook):
@@ -207,14 +221,22 @@ def package_names(notebook):
 def answer_problem(source, forbidden_names=frozenset({"medsight_lab", "check"})):
     """Why an answer cell's source may not be graded, or None. `forbidden_names`: the names the
     chapter binds to the package (see `package_names`)."""
+    python = _python_source(source)
+    if python.count("get_ipython()") > source.count("get_ipython()"):
+        return "answer cells must not use IPython magics or shell commands (% or !)"
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(python)
     except SyntaxError:
         return None                    # reported as a syntax error when it runs
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             if isinstance(node, ast.ImportFrom):      # a relative import has no top package
                 modules = ["." * node.level + (node.module or "")]
+                names = [a.name for a in node.names]
+                bad_name = next((n for n in names if n in FORBIDDEN_ATTRIBUTES | FORBIDDEN_NAMES
+                                 or n.startswith("_")), None)
+                if bad_name:
+                    return f"answer cells must not import `{bad_name}`"
             else:
                 modules = [a.name for a in node.names]
             bad = [m for m in modules if m.split(".")[0] not in ALLOWED_IMPORTS]
@@ -226,8 +248,6 @@ def answer_problem(source, forbidden_names=frozenset({"medsight_lab", "check"}))
                         f"yours imports {bad[0]}")
         elif isinstance(node, ast.Name):
             if node.id in forbidden_names:
-                if node.id == "check" and isinstance(node.ctx, ast.Load):
-                    continue
                 return (f"answer cells must not use `{node.id}` (the course package or its "
                         "checker): write the exercise yourself with torch")
             if node.id in FORBIDDEN_NAMES or node.id.startswith("__"):
@@ -241,7 +261,7 @@ def answer_problem(source, forbidden_names=frozenset({"medsight_lab", "check"}))
         elif isinstance(node, ast.ClassDef):
             return "answer cells define functions, not classes"
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
-                and (node.name == "check" or node.name.startswith("__")):
+                and (node.name in forbidden_names or node.name.startswith("__")):
             return f"answer cells must not define `{node.name}`"
     return None
 
@@ -475,6 +495,9 @@ class Submission(IPyNbFile):
 
     def start_kernel(self):
         option = self.config.option
+        # An IPython folder of its own: no startup file that one submission leaves behind runs in
+        # the kernel of the next.
+        os.environ["IPYTHONDIR"] = str(Path(self.scratch) / "ipython")
         self.kernel = RunningKernel(option.nbval_kernel_name or CURRENT_ENV_KERNEL_NAME,
                                     cwd=self.scratch,
                                     startup_timeout=option.nbval_kernel_startup_timeout)
