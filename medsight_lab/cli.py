@@ -41,7 +41,8 @@ def _evaluate(args):
 
 def _release(args):
     from .grading.release import release
-    out = release(args.source, args.out, build_html=not args.no_html)
+    out = release(args.source, args.out, build_html=not args.no_html,
+                  repository_url=args.repository_url)
     print(f"student edition written to {out}")
 
 
@@ -73,6 +74,9 @@ def main(argv=None):
     p.add_argument("--source", default="notebooks", help="instructor notebooks")
     p.add_argument("--out", default="_build/student")
     p.add_argument("--no-html", action="store_true", help="skip the student HTML book")
+    p.add_argument("--repository-url", default=None,
+                   help="where the student edition is published (its book's launch buttons "
+                        "point there; without it the book has none)")
     p.set_defaults(run=_release)
 
     args = parser.parse_args(argv)

@@ -12,9 +12,17 @@ if ! python -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1; then
         pip install "torch>=2.4,<3"            # CUDA build for the GPU
     else
-        # CPU-only machine: a CPU build. Here it is a wheel on disk; elsewhere point pip at
-        # PyTorch's CPU index (PIP_EXTRA_INDEX_URL) or set TORCH_SPEC.
-        pip install "${TORCH_SPEC:-torch==2.13.0}"
+        # CPU-only machine: PyTorch's CPU build. A CPU wheel that pip's own sources already hold
+        # (find-links, as on our CI machines) is used as it is; otherwise pip would pick the
+        # large CUDA build from PyPI, so the wheel comes from PyTorch's CPU index.
+        local_spec="${TORCH_SPEC:-torch==2.13.0}"
+        if pip install --dry-run --no-deps --no-index "$local_spec" >/dev/null 2>&1; then
+            pip install "$local_spec"
+        else
+            pip install "${TORCH_SPEC:-torch>=2.4,<3}" \
+                --index-url https://download.pytorch.org/whl/cpu \
+                --extra-index-url https://pypi.org/simple
+        fi
     fi
 fi
 pip install -q -r requirements.txt

@@ -240,12 +240,12 @@ def chromium():
 
 
 @pytest.fixture(scope="module")
-def instructor_html(tmp_path_factory, chromium):
+def instructor_html(tmp_path_factory):
     return build_book(ROOT, tmp_path_factory.mktemp("instructor_book"))
 
 
 @pytest.fixture(scope="module")
-def student_edition(tmp_path_factory, chromium):
+def student_edition(tmp_path_factory):
     from medsight_lab.grading.release import release
     out = tmp_path_factory.mktemp("student") / "edition"
     release(ROOT / "notebooks", out, build_html=True)

@@ -94,7 +94,7 @@ def test_the_student_functions_output_is_silenced(capsys):
         print("debugging", logits.shape)
         return shifted_cross_entropy(logits, token_ids, pad_id)
     check("shifted_cross_entropy", chatty)
-    assert capsys.readouterr().out == "✔ shifted_cross_entropy: correct on 4 cases.\n"
+    assert capsys.readouterr().out == "✔ shifted_cross_entropy: correct on 5 cases.\n"
 
 
 # -- plausible wrong answers: each fails, with the diagnosis where there is one -----------------
@@ -154,8 +154,14 @@ WRONG = [
     ("shifted_cross_entropy", "visible",
      lambda lo, t, pad_id=0: _ce(lo[:, :-1], t[:, 1:], pad_id, "sum") / t[:, 1:].numel(),
      "padding included"),
-    ("shifted_cross_entropy", "hidden", lambda lo, t, pad_id=0: _ce(lo[:, :-1], t[:, 1:], 0),
+    ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: _ce(lo[:, :-1], t[:, 1:], 0),
      "pad_id argument is ignored"),
+    ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: torch.stack([
+        _ce(lo[b:b + 1, :-1], t[b:b + 1, 1:], pad_id) for b in range(t.shape[0])]).mean(),
+     "you average each report's loss"),
+    ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: F.nll_loss(
+        lo[:, :-1].reshape(-1, lo.shape[-1]), t[:, 1:].reshape(-1), ignore_index=pad_id),
+     "raw logits to nll_loss"),
     ("shifted_cross_entropy", "hidden",
      lambda lo, t, pad_id=0: shifted_cross_entropy(lo.detach(), t, pad_id),
      "no gradient flows back to the logits"),
@@ -180,6 +186,9 @@ WRONG = [
     ("attention_entropy", "visible", lambda a: _entropy_rows(a[-1]).mean(),
      "entropy of the head-averaged attention"),
     ("attention_entropy", "visible", lambda a: _entropy_rows(a[0].mean(1)).mean(), "first layer"),
+    ("attention_entropy", "visible",
+     lambda a: torch.stack([_entropy_rows(x.mean(1)).mean() for x in a]).mean(),
+     "average over every layer"),
     ("attention_entropy", "visible", lambda a: _entropy_rows(a[-1].mean(1)).sum(),
      "sum the row entropies"),
     ("attention_entropy", "visible",
@@ -216,6 +225,9 @@ WRONG = [
     ("cross_attention", "visible",
      lambda q, k, v, h: cross_attention(q, k, v, h, scale=math.sqrt(q.shape[-1])),
      "scale by sqrt(D), the model width"),
+    ("cross_attention", "visible",
+     lambda q, k, v, h: cross_attention(q, k, v, h, scale=math.sqrt(h)),
+     "you scale by sqrt(num_heads)"),
     ("cross_attention", "visible", lambda q, k, v, h: cross_attention(q, k, v, 1),
      "single head"),
     ("cross_attention", "visible", lambda q, k, v, h: _single_head_squeezed(q, k, v),
@@ -377,6 +389,16 @@ def test_an_answer_that_calls_an_unfinished_exercise_says_which():
                                                        shifted_cross_entropy).message
 
 
+@pytest.mark.parametrize("answer", [
+    lambda a: torch.distributions.Categorical(probs=a[-1].mean(1)).entropy().mean(),
+    lambda a: (lambda p: -(p * (p + 1e-8).log()).sum(-1).mean())(
+        a[-1].mean(1) / a[-1].mean(1).sum(-1, keepdim=True)),           # renormalises each row
+])
+def test_right_answers_that_differ_off_the_simplex_pass_the_gradient_check(answer):
+    result = run_check("attention_entropy", answer, "hidden")
+    assert result.passed, result.message
+
+
 def test_gradients_are_checked_even_when_the_notebook_switched_autograd_off():
     def detached(scores):                  # right values, but no gradient can flow back
         T = scores.shape[-1]
@@ -386,6 +408,16 @@ def test_gradients_are_checked_even_when_the_notebook_switched_autograd_off():
     with torch.no_grad():
         result = run_check("causal_mask", detached, "hidden")
     assert not result.passed and "no gradient flows back" in result.message, result.message
+
+
+def test_for_nbgrader_a_failed_check_can_raise(monkeypatch, capsys):
+    wrong = lambda a: -attention_entropy(a)                       # noqa: E731
+    check("attention_entropy", wrong)                             # by default it only prints
+    assert capsys.readouterr().out.startswith("✘ attention_entropy")
+    monkeypatch.setenv(checks.RAISE_ENV, "1")
+    with pytest.raises(AssertionError, match="wrong sign"):
+        check("attention_entropy", wrong)
+    check("attention_entropy", attention_entropy)                 # a pass never raises
 
 
 def test_an_infinite_loop_is_stopped(monkeypatch):

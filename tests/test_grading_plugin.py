@@ -119,6 +119,15 @@ def write_submissions(folder):
         "        pass")})
     nbformat.write(stubborn, folder / "stubborn.ipynb")
 
+    # A refused answer becomes the stub, so compute_loss, which calls it, gets a useful verdict;
+    # a local variable that happens to be called `check` is fine.
+    refused = nbformat.read(LOSS, as_version=4)
+    ground = answer(refused, "grounding_loss")
+    ground.source = "import os\n" + ground.source
+    entropy = answer(refused, "attention_entropy")
+    entropy.source = entropy.source.replace('"""\n', '"""\n    check = attn_weights[-1]\n', 1)
+    nbformat.write(refused, folder / "refused.ipynb")
+
     (folder / "notes.txt").write_text("I could not open Jupyter, sorry.")
     (folder / "eve_03_loss.ipynb").write_bytes(b"")   # the chapter is in the file name
     unknown = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello')")])
@@ -239,6 +248,15 @@ def test_mangled_files_never_stop_the_run(graded):
     assert grade(graded, "null_source.ipynb", "attention_entropy")[0] == 1
 
 
+def test_a_refused_answer_leaves_a_stub_behind(graded):
+    points, verdict = grade(graded, "refused.ipynb", "grounding_loss")
+    assert points == 0 and "yours imports os" in verdict, verdict
+    points, verdict = grade(graded, "refused.ipynb", "compute_loss")
+    assert points == 0 and "calls grounding_loss, which is not implemented yet" in verdict, verdict
+    assert grade(graded, "refused.ipynb", "attention_entropy")[0] == 1
+    assert grade(graded, "refused.ipynb", "shifted_cross_entropy")[0] == 2
+
+
 def test_a_cell_that_ignores_the_interrupt_is_stopped_hard(graded):
     points, verdict = grade(graded, "stubborn.ipynb", "shifted_cross_entropy")
     assert points == 0 and f"did not finish within {TIMEOUT_S} s" in verdict, verdict
@@ -271,7 +289,7 @@ def test_merge_takes_only_the_answer_cells():
             assert ours.get("outputs") == theirs.get("outputs")
 
 
-PACKAGE = {"medsight_lab", "ml", "check"}       # what the chapters bind to the package
+PACKAGE = {"medsight_lab", "ml"}       # what the chapters bind to the package (`check` aside)
 
 
 @pytest.mark.parametrize("source, words", [
@@ -279,8 +297,6 @@ PACKAGE = {"medsight_lab", "ml", "check"}       # what the chapters bind to the 
     ("from medsight_lab.grading import check", "must not import medsight_lab"),
     ("import medsight_lab.grading.checks as c", "must not import medsight_lab"),
     ("from medsight_lab.reference import compute_loss", "must not import medsight_lab"),
-    ("def check(*args, **kwargs):\n    print('✔')", "must not define `check`"),
-    ("check = print", "must not use `check`"),
     ("ml.grading.checks.TIME_LIMIT_S = 1e9", "must not set or delete attributes"),
     ("def f(q, k, v, h):\n    return ml.model.attention(q, k, v)", "must not use `ml`"),
     ("__import__('medsight_lab.grading')", "must not use `__import__`"),
@@ -322,6 +338,8 @@ def test_answer_cells_that_reach_the_grader_package_or_process_are_refused(sourc
     "import sys, warnings\nprint('debug', file=sys.stderr)\nwarnings.warn('log of zero')",
     "def f(x):\n    y = x.clone()\n    y[0] = 1.0\n    return y.softmax(-1)",
     "def broken(:",                         # reported as a syntax error when it runs
+    "check = print",                        # the check cells import `check` afresh
+    "def f(m):\n    check = m.sum(-1) > 0\n    return m[check]",
     # ordinary code that an earlier, broader rule set refused
     "def f(logits, t):\n    input = logits[:, :-1]\n    return F.cross_entropy(input, t)",
     "def f(x):\n    dims = [0, 1, 2]\n    dims.remove(1)\n    return x.sum(dims)",

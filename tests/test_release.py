@@ -9,9 +9,9 @@ import pytest
 from nbclient import NotebookClient
 
 from medsight_lab.grading import EXERCISES
-from medsight_lab.grading.release import (MARKDOWN_STUB, ReleaseError, find_leaks, release,
-                                          secret_lines, strip_hidden_tests, stub_source,
-                                          student_notebook)
+from medsight_lab.grading.release import (MARKDOWN_STUB, PACKAGE_FILES, ReleaseError,
+                                          find_leaks, release, secret_lines, strip_hidden_tests,
+                                          stub_source, student_notebook)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "notebooks"
@@ -39,7 +39,9 @@ def test_every_chapter_is_released(edition):
 
 def test_no_solution_or_hidden_test_survives(edition):
     secrets = [line for path in SOURCES for line in secret_lines(nbformat.read(path, 4))]
-    assert find_leaks(edition, secrets) == []
+    assert find_leaks(edition, secrets, skip=PACKAGE_FILES) == []
+    # The package ships its own implementation of each exercise, on purpose (chapters use it).
+    assert find_leaks(edition / "medsight_lab", secrets)
     for path in (edition / "notebooks").glob("*.ipynb"):
         text = path.read_text()
         assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
@@ -167,6 +169,31 @@ def test_release_refuses_to_overwrite_the_source(tmp_path):
     assert "the_secret" not in (out / "notebooks" / "99_demo.ipynb").read_text()
 
 
+def test_the_edition_carries_the_package_students_install(edition):
+    import subprocess
+    import sys
+    for path in (ROOT / "medsight_lab").rglob("*.py"):
+        copy = edition / path.relative_to(ROOT)
+        assert copy.read_bytes() == path.read_bytes(), copy
+    assert (edition / "pyproject.toml").read_bytes() == (ROOT / "pyproject.toml").read_bytes()
+    assert "pip install -e ." in (edition / "README.md").read_text()
+    found = subprocess.run([sys.executable, "-c", "import medsight_lab; print(medsight_lab.__file__)"],
+                           cwd=edition, capture_output=True, text=True, check=True).stdout
+    assert Path(found.strip()).is_relative_to(edition)
+
+
+def test_the_student_book_links_to_the_student_repository_or_nowhere():
+    from medsight_lab.grading.release import student_config
+    import yaml
+    config = (ROOT / "_config.yml").read_text()
+    none = yaml.safe_load(student_config(config))
+    assert "repository" not in none and "launch_buttons" not in none
+    assert none["html"]["use_repository_button"] is False
+    published = yaml.safe_load(student_config(config, "https://example.org/course-student"))
+    assert published["repository"]["url"] == "https://example.org/course-student"
+    assert published["launch_buttons"] == yaml.safe_load(config)["launch_buttons"]
+
+
 def test_the_student_html_book_holds_no_solution(tmp_path):
     out = release(CHAPTERS, tmp_path / "student", build_html=True)  # it searches itself too
     html = out / "_build" / "html"
@@ -175,3 +202,4 @@ def test_the_student_html_book_holds_no_solution(tmp_path):
     assert secrets and find_leaks(html, secrets) == []
     page = (html / "notebooks" / "03_loss.html").read_text()
     assert "NotImplementedError" in page and "HIDDEN TESTS" not in page
+    assert "colab.research.google.com" not in page and "mybinder" not in page   # no buttons

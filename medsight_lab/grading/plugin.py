@@ -15,7 +15,11 @@ after their exercise (`alice.ipynb::compute_loss`). At the end it writes `gradeb
 An exercise earns its points iff its answer cell ran without error and its check cell printed only
 ✔ lines that match the reference's output. Anything else — a stub, an exception, a syntax error,
 an infinite loop (per-cell timeout), a deleted, duplicated or renamed answer — scores zero for
-that exercise only, with a verdict saying why, and grading goes on.
+that exercise only, with a verdict saying why, and grading goes on. Answer cells are read before
+they run (`answer_problem`): one that imports the package, patches other objects or reaches the
+process is refused. Each kernel works in an empty temporary folder, and the package and reference
+files are fingerprinted after each submission. None of this is a sandbox: grade untrusted work in
+a disposable container (book/grader_guide.md, "Trust").
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
 from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError, get_sanitize_patterns
 
 from .checks import EXERCISES
+from .release import stub_source
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -200,7 +205,8 @@ def _python_source(source):
 
 
 def package_names(notebook):
-    """Names a chapter's locked cells bind to medsight_lab (`ml`, `check`, ...)."""
+    """Names a chapter's locked cells bind to medsight_lab (`ml`, ...). `check` is left out: the
+    check cells import it afresh, so an answer's own variable of that name changes nothing."""
     names = {"medsight_lab"}
     for cell in notebook.cells:
         if cell.cell_type != "code" or _is_answer(cell):
@@ -215,10 +221,10 @@ def package_names(notebook):
                           if a.name.split(".")[0] == "medsight_lab"}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medsight_lab"):
                 names |= {a.asname or a.name for a in node.names}
-    return names
+    return names - {"check"}
 
 
-def answer_problem(source, forbidden_names=frozenset({"medsight_lab", "check"})):
+def answer_problem(source, forbidden_names=frozenset({"medsight_lab"})):
     """Why an answer cell's source may not be graded, or None. `forbidden_names`: the names the
     chapter binds to the package (see `package_names`)."""
     python = _python_source(source)
@@ -266,10 +272,6 @@ def answer_problem(source, forbidden_names=frozenset({"medsight_lab", "check"}))
     return None
 
 
-def _raising(message):
-    return f"raise RuntimeError({message!r})"
-
-
 def merge(reference, submission):
     """The reference notebook with the submission's answer cells, and {exercise: problem} for
     answers that could not be taken (missing, duplicated, touching the grader)."""
@@ -303,7 +305,9 @@ def merge(reference, submission):
         else:
             cell.source = answers[0].source
             continue
-        cell.source = _raising(problems[exercise])
+        # The student edition's stub: the function exists, so an exercise that calls it is told
+        # "calls X, which is not implemented yet" instead of a NameError.
+        cell.source = stub_source(cell.source, exercise)
     return merged, problems
 
 

@@ -1,12 +1,19 @@
 """The student edition: the instructor notebooks with every solution and hidden test removed.
 
-    python -m medsight_lab release        # -> _build/student/{README.md, notebooks/, _build/html}
+    python -m medsight_lab release [--repository-url URL]
+    # -> _build/student/{README.md, notebooks/, medsight_lab/, pyproject.toml, _build/html}
 
 In each notebook an answer cell keeps its signature and docstring and the region between
 `### BEGIN SOLUTION` and `### END SOLUTION` becomes `raise NotImplementedError(...)`; check cells
 lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region; every output is cleared and
 only metadata that cannot hold solution text is kept. Running it twice gives identical bytes.
-Before returning, the whole edition (notebooks and HTML) is searched for the solution lines.
+Before returning, the notebooks and the HTML are searched for the solution lines.
+
+The edition also carries the course package (`medsight_lab/` and `pyproject.toml`), so that
+students can install it from the edition alone. The package holds the course's implementation of
+each exercise, on purpose: later chapters use it, so a student stuck on one exercise can go on.
+The HTML book gets launch buttons only when `repository_url` names where the edition is published;
+otherwise they would open the instructor repository, solutions included.
 """
 
 from __future__ import annotations
@@ -35,10 +42,32 @@ NOTEBOOK_METADATA = ("kernelspec", "language_info", "medsight_lab")
 # Solution lines shorter than this are too common ("return x") to prove a leak when searched for.
 MIN_SECRET_LENGTH = 12
 
+PACKAGE_FILES = ("medsight_lab", "pyproject.toml")     # copied as they are
+
 README = """\
 # MedSight Lab — student edition
 
 The chapters of the course, ready for you to work in. Start with `notebooks/00_setup.ipynb`.
+
+## Install
+
+With Python 3.10 or newer, from this folder:
+
+```bash
+python -m venv .venv
+. .venv/bin/activate                 # on Windows: .venv\\Scripts\\activate
+pip install -e . jupyterlab          # the course package, medsight_lab, and JupyterLab
+jupyter lab notebooks/
+```
+
+On a machine without a GPU, install the CPU build of PyTorch first, so that pip does not fetch a
+large CUDA build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`.
+
+`medsight_lab/` is the course's own code: the dataset, the model, the training loop, the metrics
+and the checks. It also holds the course's implementation of each exercise, which later chapters
+use so that you can go on when you are stuck; an answer that calls it earns no marks.
+
+## Exercises
 
 - Each exercise is a function whose body reads `raise NotImplementedError(...)`: replace those
   lines with your code, keeping the function's name and signature.
@@ -175,10 +204,14 @@ def _visible_text(path):
     return text
 
 
-def find_leaks(folder, secrets):
-    """[(file, secret line)] for every secret line found in a text file under `folder`."""
+def find_leaks(folder, secrets, skip=()):
+    """[(file, secret line)] for every secret line found in a text file under `folder`, except
+    under the folders `skip` (relative to `folder`)."""
     leaks = []
+    skipped = [Path(folder) / s for s in skip]
     for path in sorted(Path(folder).rglob("*")):
+        if any(path.is_relative_to(s) for s in skipped):
+            continue
         if path.is_file() and path.suffix in (".ipynb", ".html", ".htm", ".md", ".txt", ".js",
                                                ".json", ".py", ".yml"):
             text = _visible_text(path)
@@ -203,8 +236,22 @@ def _student_toc(toc_file, out):
     return yaml.safe_dump(toc, sort_keys=False)
 
 
-def _build_html(project, out):
-    shutil.copy2(project / "_config.yml", out / "_config.yml")
+def student_config(config_text, repository_url=None):
+    """The book configuration of the student edition: the instructor's, with the repository (and
+    so the launch and repository buttons) pointing at `repository_url`, or dropped without one."""
+    config = yaml.safe_load(config_text)
+    if repository_url:
+        config.setdefault("repository", {})["url"] = repository_url
+    else:
+        config.pop("repository", None)
+        config.pop("launch_buttons", None)
+        config.setdefault("html", {})["use_repository_button"] = False
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _build_html(project, out, repository_url=None):
+    (out / "_config.yml").write_text(student_config((project / "_config.yml").read_text(),
+                                                    repository_url))
     shutil.copytree(project / "book", out / "book")
     (out / "_toc.yml").write_text(_student_toc(project / "_toc.yml", out))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
@@ -218,9 +265,11 @@ def _build_html(project, out):
                            + "\n".join(dict.fromkeys(problems) or [log[-4000:]]))
 
 
-def release(source="notebooks", out="_build/student", build_html=True) -> Path:
+def release(source="notebooks", out="_build/student", build_html=True,
+            repository_url=None) -> Path:
     """Write the student edition of the notebooks in `source` to `out` and return `out`.
-    With `build_html`, also build its HTML book (`out/_build/html`) with jupyter-book."""
+    With `build_html`, also build its HTML book (`out/_build/html`) with jupyter-book; its launch
+    buttons point at `repository_url` (where the edition is published), or are left out."""
     source, out = Path(source).resolve(), Path(out).resolve()
     notebooks = sorted(source.glob("*.ipynb"))
     if not notebooks:
@@ -230,7 +279,7 @@ def release(source="notebooks", out="_build/student", build_html=True) -> Path:
         raise ReleaseError(f"--out {out} would overwrite the instructor source: choose a folder "
                            "of its own, e.g. _build/student")
     # Start from a clean slate, removing only what a release writes.
-    for old in ("notebooks", "book", "_build"):
+    for old in ("notebooks", "book", "_build", "medsight_lab"):
         shutil.rmtree(out / old, ignore_errors=True)
     (out / "notebooks").mkdir(parents=True)
     secrets = []
@@ -239,9 +288,20 @@ def release(source="notebooks", out="_build/student", build_html=True) -> Path:
         secrets += secret_lines(nb)
         nbformat.write(student_notebook(nb, path.name), out / "notebooks" / path.name)
     (out / "README.md").write_text(README)
+    # The package that is running, with the pyproject.toml beside it (a source checkout).
+    package_root = Path(__file__).resolve().parents[2]
+    for name in PACKAGE_FILES:
+        if not (package_root / name).exists():
+            raise ReleaseError(f"{package_root / name} not found: release from a checkout of the "
+                               "course, where medsight_lab/ and pyproject.toml sit side by side")
+        if (package_root / name).is_dir():
+            shutil.copytree(package_root / name, out / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(package_root / name, out / name)
     if build_html:
-        _build_html(project, out)
-    leaks = find_leaks(out, secrets)
+        _build_html(project, out, repository_url)
+    leaks = find_leaks(out, secrets, skip=PACKAGE_FILES)
     if leaks:
         raise ReleaseError("solution text in the student edition: " + "; ".join(
             f"{p.relative_to(out)}: {s!r}" for p, s in leaks[:5]))
