@@ -360,13 +360,15 @@ def findings_overview_row(model, dataset, index, teacher_forced=False, label=Non
     patches = sample["patches"][None].to(device)                               # (1, N, d)
     was_training = model.training
     model.eval()
-    if teacher_forced:
-        ids = sample["token_ids"]
-        _, attn = model(patches, ids[None].to(device))
-    else:
-        out = model.generate(patches)
-        ids, attn = out.token_ids[0], out.cross_attention
-    model.train(was_training)
+    try:
+        if teacher_forced:
+            ids = sample["token_ids"]
+            _, attn = model(patches, ids[None].to(device))
+        else:
+            out = model.generate(patches)
+            ids, attn = out.token_ids[0], out.cross_attention
+    finally:
+        model.train(was_training)
     tokens = Tokenizer().decode_tokens(ids.cpu())
     has_lesion = bool(sample["lesion_mask"].any())
     return {"finding_name": label or sample["finding_name"],

@@ -319,6 +319,8 @@ PACKAGE = {"medsight_lab", "ml"}       # what the chapters bind to the package (
     ("import functools\nfunctools.update_wrapper(check, f, assigned=('__code__',))",
      "attribute `.update_wrapper`"),
     ("from functools import update_wrapper", "must not import `update_wrapper`"),
+    ("import functools\nfunctools.wraps(f, assigned=('__code__',))(check)", "attribute `.wraps`"),
+    ("import einops", "yours imports einops"),
     ("import typing\ntyping.get_type_hints(f)", "attribute `.get_type_hints`"),
     ("import numpy\nnumpy.frombuffer(b'x', dtype=numpy.uint8).tofile('startup.py')",
      "attribute `.tofile`"),
@@ -378,6 +380,18 @@ def test_with_nbval_too_only_the_merged_notebooks_are_collected(tmp_path):
     plain = collected()
     assert any(line.endswith("::compute_loss") for line in plain)
     assert collected("--nbval") == plain
+
+
+def test_kernels_start_with_their_own_environment(monkeypatch, tmp_path):
+    from medsight_lab.grading.checks import RAISE_ENV
+    from medsight_lab.grading.plugin import _kernel_environment
+    monkeypatch.setenv(RAISE_ENV, "1")
+    monkeypatch.delenv("IPYTHONDIR", raising=False)
+    with _kernel_environment(tmp_path / "ipython"):
+        import os
+        assert os.environ["IPYTHONDIR"] == str(tmp_path / "ipython")
+        assert RAISE_ENV not in os.environ        # verdicts are printed, not raised
+    assert "IPYTHONDIR" not in os.environ and os.environ[RAISE_ENV] == "1"   # put back
 
 
 def test_a_change_to_the_package_or_the_reference_is_noticed(tmp_path):

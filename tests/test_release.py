@@ -165,6 +165,10 @@ def test_release_refuses_to_overwrite_the_source(tmp_path):
     nbformat.write(synthetic(), tmp_path / "notebooks" / "99_demo.ipynb")
     with pytest.raises(ReleaseError):
         release(tmp_path / "notebooks", tmp_path, build_html=False)
+    for package_place in (ROOT, ROOT.parent, ROOT / "medsight_lab" / "student"):
+        with pytest.raises(ReleaseError, match="or the package"):      # nothing deleted first
+            release(tmp_path / "notebooks", package_place, build_html=False)
+    assert (ROOT / "medsight_lab" / "__init__.py").exists()
     out = release(tmp_path / "notebooks", tmp_path / "student", build_html=False)
     assert "the_secret" not in (out / "notebooks" / "99_demo.ipynb").read_text()
 
@@ -177,9 +181,11 @@ def test_the_edition_carries_the_package_students_install(edition):
         assert copy.read_bytes() == path.read_bytes(), copy
     assert (edition / "pyproject.toml").read_bytes() == (ROOT / "pyproject.toml").read_bytes()
     assert "pip install -e ." in (edition / "README.md").read_text()
-    found = subprocess.run([sys.executable, "-c", "import medsight_lab; print(medsight_lab.__file__)"],
-                           cwd=edition, capture_output=True, text=True, check=True).stdout
-    assert Path(found.strip()).is_relative_to(edition)
+    # pip can read the edition as a project (offline: no build isolation, nothing installed).
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
+                           "--no-build-isolation", "--no-index", str(edition)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "medsight-lab" in done.stdout, done.stdout + done.stderr
 
 
 def test_the_student_book_links_to_the_student_repository_or_nowhere():

@@ -269,8 +269,10 @@ def test_findings_overview_row_generated_and_teacher_forced(trained, dataset):
     import medsight_lab as ml
 
     index = next(i for i in range(len(dataset)) if dataset[i]["finding_name"] == "nodule")
+    trained.train()                                   # the row is computed in eval mode ...
     generated = visualise.findings_overview_row(trained, dataset, index)
-    assert trained.training is False
+    assert trained.training is True                   # ... and the caller's mode is restored
+    trained.eval()
     out = trained.generate(dataset.patches[index:index + 1])
     assert generated["tokens"] == dataset.decode_tokens(out.token_ids[0])
     torch.testing.assert_close(generated["attn"], out.cross_attention[-1][0].mean(0))

@@ -25,6 +25,7 @@ a disposable container (book/grader_guide.md, "Trust").
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import csv
 import hashlib
@@ -42,7 +43,7 @@ import pytest
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
 from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError, get_sanitize_patterns
 
-from .checks import EXERCISES
+from .checks import EXERCISES, RAISE_ENV
 from .release import stub_source
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -179,8 +180,8 @@ def _check_of(cell):
 # package, patching other objects or reaching the process and its files. The rules are static (the
 # cell is parsed, not run) and aim at mistakes and the known shortcuts with as few false refusals
 # as possible: they are not a sandbox (see "Trust" in the grader guide).
-ALLOWED_IMPORTS = {"__future__", "collections", "einops", "functools", "itertools", "math",
-                   "numpy", "random", "sys", "torch", "typing", "warnings"}
+ALLOWED_IMPORTS = {"__future__", "collections", "functools", "itertools", "math", "numpy",
+                   "random", "sys", "torch", "typing", "warnings"}
 FORBIDDEN_NAMES = {"breakpoint", "compile", "delattr", "eval", "exec", "get_ipython", "getattr",
                    "globals", "open", "setattr", "vars"}
 # Attributes that lead out of the answer: to other modules, frames, builtins and hooks, or files.
@@ -189,7 +190,7 @@ FORBIDDEN_ATTRIBUTES = {
     "environ", "modules", "setprofile", "settrace", "addaudithook",                      # sys, os
     "ag_frame", "cr_frame", "f_back", "f_builtins", "f_globals", "f_locals", "gi_frame",
     "tb_frame",                                                                     # frames
-    "get_type_hints", "update_wrapper", "run_cell",                     # eval / patch routes
+    "get_type_hints", "update_wrapper", "wraps", "run_cell",            # eval / patch routes
     "from_file", "fromfile", "genfromtxt", "load", "loadtxt", "memmap", "save", "savetxt",
     "savez", "savez_compressed", "tofile",                                              # files
 }
@@ -206,7 +207,9 @@ def _python_source(source):
 
 def package_names(notebook):
     """Names a chapter's locked cells bind to medsight_lab (`ml`, ...). `check` is left out: the
-    check cells import it afresh, so an answer's own variable of that name changes nothing."""
+    check cells import it afresh, so an answer that rebinds the name changes nothing, and the
+    routes that would change the function itself (its `__code__`, `functools.wraps`) are refused
+    by the attribute rules."""
     names = {"medsight_lab"}
     for cell in notebook.cells:
         if cell.cell_type != "code" or _is_answer(cell):
@@ -300,8 +303,8 @@ def merge(reference, submission):
         elif len(answers) > 1:
             problems[exercise] = (f"your notebook has {len(answers)} answer cells for {exercise} "
                                   "(a duplicated cell?): keep exactly one")
-        elif answer_problem(answers[0].source, forbidden):
-            problems[exercise] = answer_problem(answers[0].source, forbidden)
+        elif problem := answer_problem(answers[0].source, forbidden):
+            problems[exercise] = problem
         else:
             cell.source = answers[0].source
             continue
@@ -421,6 +424,25 @@ class Unusable(pytest.Item):
         return self.path, 0, f"{self.path.name}::{self.name}"
 
 
+@contextlib.contextmanager
+def _kernel_environment(ipython_dir):
+    """The environment a kernel starts with (it copies it when it is spawned), for that moment
+    only: an IPython folder of its own, so that no startup file one submission leaves behind runs
+    in the kernel of the next; and checks that print their verdict rather than raise, whatever
+    the grader's shell exported for nbgrader."""
+    saved = {key: os.environ.get(key) for key in ("IPYTHONDIR", RAISE_ENV)}
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
+    os.environ.pop(RAISE_ENV, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class Submission(IPyNbFile):
     """One submitted file: collected as the cells of its merged notebook."""
 
@@ -499,12 +521,10 @@ class Submission(IPyNbFile):
 
     def start_kernel(self):
         option = self.config.option
-        # An IPython folder of its own: no startup file that one submission leaves behind runs in
-        # the kernel of the next.
-        os.environ["IPYTHONDIR"] = str(Path(self.scratch) / "ipython")
-        self.kernel = RunningKernel(option.nbval_kernel_name or CURRENT_ENV_KERNEL_NAME,
-                                    cwd=self.scratch,
-                                    startup_timeout=option.nbval_kernel_startup_timeout)
+        with _kernel_environment(Path(self.scratch) / "ipython"):
+            self.kernel = RunningKernel(option.nbval_kernel_name or CURRENT_ENV_KERNEL_NAME,
+                                        cwd=self.scratch,
+                                        startup_timeout=option.nbval_kernel_startup_timeout)
 
     def teardown(self):
         super().teardown()

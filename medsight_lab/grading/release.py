@@ -275,9 +275,17 @@ def release(source="notebooks", out="_build/student", build_html=True,
     if not notebooks:
         raise FileNotFoundError(f"no notebooks (*.ipynb) in {source}")
     project = source.parent
-    if out in (project, source) or out in project.parents or source.is_relative_to(out):
-        raise ReleaseError(f"--out {out} would overwrite the instructor source: choose a folder "
-                           "of its own, e.g. _build/student")
+    # The package that is running, with the pyproject.toml beside it (a source checkout).
+    package_root = Path(__file__).resolve().parents[2]
+    for name in PACKAGE_FILES:
+        if not (package_root / name).exists():
+            raise ReleaseError(f"{package_root / name} not found: release from a checkout of the "
+                               "course, where medsight_lab/ and pyproject.toml sit side by side")
+    if (out in (project, source, package_root) or source.is_relative_to(out)
+            or package_root.is_relative_to(out)
+            or out.is_relative_to(package_root / "medsight_lab")):
+        raise ReleaseError(f"--out {out} would overwrite the instructor source or the package: "
+                           "choose a folder of its own, e.g. _build/student")
     # Start from a clean slate, removing only what a release writes.
     for old in ("notebooks", "book", "_build", "medsight_lab"):
         shutil.rmtree(out / old, ignore_errors=True)
@@ -288,12 +296,7 @@ def release(source="notebooks", out="_build/student", build_html=True,
         secrets += secret_lines(nb)
         nbformat.write(student_notebook(nb, path.name), out / "notebooks" / path.name)
     (out / "README.md").write_text(README)
-    # The package that is running, with the pyproject.toml beside it (a source checkout).
-    package_root = Path(__file__).resolve().parents[2]
     for name in PACKAGE_FILES:
-        if not (package_root / name).exists():
-            raise ReleaseError(f"{package_root / name} not found: release from a checkout of the "
-                               "course, where medsight_lab/ and pyproject.toml sit side by side")
         if (package_root / name).is_dir():
             shutil.copytree(package_root / name, out / name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
