@@ -313,7 +313,8 @@ def plot_metric_bars(metrics, chance=None, keys=None, ax=None,
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("score")
     ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    if with_chance:               # a legend only where there is something to tell apart
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     return ax
 
 

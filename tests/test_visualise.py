@@ -208,6 +208,9 @@ def test_metric_bars_take_chance_levels_from_the_argument():
     ax = visualise.plot_metric_bars({"exact_match": 0.8}, chance={"exact_match": 0.2})
     ((_, y0), _), = ax.collections[0].get_segments()
     assert y0 == pytest.approx(0.2)
+    assert ax.get_legend() is not None                       # model vs chance level
+    alone = visualise.plot_metric_bars({"exact_match": 0.8})
+    assert alone.get_legend() is None and not alone.collections   # nothing to tell apart
 
 
 def test_metric_bars_refuse_scores_outside_0_1_and_unknown_keys():
