@@ -195,9 +195,11 @@ def test_the_student_book_links_to_the_student_repository_or_nowhere():
     none = yaml.safe_load(student_config(config))
     assert "repository" not in none and "launch_buttons" not in none
     assert none["html"]["use_repository_button"] is False
-    published = yaml.safe_load(student_config(config, "https://example.org/course-student"))
-    assert published["repository"]["url"] == "https://example.org/course-student"
+    published = yaml.safe_load(student_config(config, "https://github.com/org/course-student"))
+    assert published["repository"]["url"] == "https://github.com/org/course-student"
     assert published["launch_buttons"] == yaml.safe_load(config)["launch_buttons"]
+    with pytest.raises(ReleaseError, match="GitHub, GitLab or Bitbucket"):
+        student_config(config, "https://example.org/course-student")   # the theme would fail
 
 
 def test_the_student_html_book_holds_no_solution(tmp_path):

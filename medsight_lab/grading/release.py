@@ -236,9 +236,20 @@ def _student_toc(toc_file, out):
     return yaml.safe_dump(toc, sort_keys=False)
 
 
+REPOSITORY_URL = re.compile(r"https://(github\.com|gitlab\.com|bitbucket\.org)/[^/\s]+/[^/\s]+")
+
+
+def _check_repository_url(url):
+    if url is not None and not REPOSITORY_URL.match(url):
+        raise ReleaseError("--repository-url must be a GitHub, GitLab or Bitbucket repository, "
+                           "e.g. https://github.com/ORG/REPO (the book theme's launch buttons "
+                           f"know only these), got {url!r}")
+
+
 def student_config(config_text, repository_url=None):
     """The book configuration of the student edition: the instructor's, with the repository (and
     so the launch and repository buttons) pointing at `repository_url`, or dropped without one."""
+    _check_repository_url(repository_url)
     config = yaml.safe_load(config_text)
     if repository_url:
         config.setdefault("repository", {})["url"] = repository_url
@@ -271,6 +282,7 @@ def release(source="notebooks", out="_build/student", build_html=True,
     With `build_html`, also build its HTML book (`out/_build/html`) with jupyter-book; its launch
     buttons point at `repository_url` (where the edition is published), or are left out."""
     source, out = Path(source).resolve(), Path(out).resolve()
+    _check_repository_url(repository_url)
     notebooks = sorted(source.glob("*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"no notebooks (*.ipynb) in {source}")
