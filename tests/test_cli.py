@@ -27,3 +27,12 @@ def test_evaluate_a_file_that_is_not_a_checkpoint(tmp_path):
     r = run("evaluate", str(bad), cwd=tmp_path)
     assert r.returncode == 2 and "not a MedSight Lab checkpoint" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_release_refuses_a_repository_the_book_cannot_link(tmp_path):
+    from pathlib import Path
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    r = run("release", "--source", str(notebooks), "--out", str(tmp_path / "student"),
+            "--no-html", "--repository-url", "https://example.org/course", cwd=tmp_path)
+    assert r.returncode == 2 and "GitHub, GitLab or Bitbucket" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "student").exists()
