@@ -1,6 +1,7 @@
 """The exercise checks: right answers pass both suites; every plausible wrong answer fails with a
 verdict that names the mistake; broken answers give a verdict instead of an exception."""
 
+import contextlib
 import math
 
 import pytest
@@ -408,6 +409,24 @@ def test_gradients_are_checked_even_when_the_notebook_switched_autograd_off():
     with torch.no_grad():
         result = run_check("causal_mask", detached, "hidden")
     assert not result.passed and "no gradient flows back" in result.message, result.message
+
+
+def test_the_check_warns_of_an_answer_the_grader_would_refuse(tmp_path, capsys, monkeypatch):
+    # A right answer that reaches the package through `ml`: the check says the grader refuses it.
+    (tmp_path / "student_answer.py").write_text(
+        "import medsight_lab as ml\n\n\n"
+        "def attention_entropy(attn_weights):\n"
+        "    return ml.loss.attention_entropy(attn_weights) * 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from student_answer import attention_entropy as via_package
+    monkeypatch.setattr(checks, "_called_references", [])      # the tripwire is not the point
+    monkeypatch.setattr(checks, "_references_switched_off", contextlib.nullcontext)
+    check("attention_entropy", via_package)
+    out = capsys.readouterr().out
+    assert out.startswith("✘ attention_entropy: right, but the grader will refuse this answer: "
+                          "answer cells must not use `ml`"), out
+    check("attention_entropy", attention_entropy)                 # the course's own answer
+    assert capsys.readouterr().out.startswith("✔")
 
 
 def test_for_nbgrader_a_failed_check_can_raise(monkeypatch, capsys):

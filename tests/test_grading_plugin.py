@@ -13,7 +13,8 @@ import nbformat
 import pytest
 
 from medsight_lab.grading import EXERCISES
-from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS, answer_problem, merge
+from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS, merge
+from medsight_lab.grading.policy import answer_problem
 from medsight_lab.grading.release import release
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,12 +15,14 @@ or any alias of it cannot pass.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import itertools
 import math
 import os
 import re
 import signal
+import textwrap
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 
 from .. import loss as _loss
 from .. import model as _model
+from .policy import answer_problem
 
 TIME_LIMIT_S = 10          # per call of the student's function
 ATOL, RTOL = 1e-5, 1e-4
@@ -800,6 +803,22 @@ def check(exercise_id, fn, suite="visible"):
     MEDSIGHT_CHECKS_RAISE=1, a failed check also raises AssertionError: nbgrader's autograder
     scores a grade cell by whether it raises, not by what it prints."""
     result = run_check(exercise_id, fn, suite)
+    refused = _refusal(fn) if result.passed else None
+    if refused:
+        title = exercise_id + (" (hidden tests)" if suite == "hidden" else "")
+        result = CheckResult(False, f"✘ {title}: right, but the grader will refuse this answer: "
+                                    f"{refused}.")
     print(result.message, flush=True)
     if not result.passed and os.environ.get(RAISE_ENV) == "1":
         raise AssertionError(result.message)
+
+
+def _refusal(fn):
+    """What the grader's answer policy says of the function's own source (None when it has no
+    objection, or when the source cannot be read). The rest of the answer cell is not seen here:
+    the grader reads the whole cell."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        return None
+    return answer_problem(source)

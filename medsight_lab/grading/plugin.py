@@ -16,7 +16,7 @@ An exercise earns its points iff its answer cell ran without error and its check
 ✔ lines that match the reference's output. Anything else — a stub, an exception, a syntax error,
 an infinite loop (per-cell timeout), a deleted, duplicated or renamed answer — scores zero for
 that exercise only, with a verdict saying why, and grading goes on. Answer cells are read before
-they run (`answer_problem`): one that imports the package, patches other objects or reaches the
+they run (`policy.answer_problem`): one that imports the package, patches other objects or reaches the
 process is refused. Each kernel works in an empty temporary folder, and the package and reference
 files are fingerprinted after each submission. None of this is a sandbox: grade untrusted work in
 a disposable container (book/grader_guide.md, "Trust").
@@ -44,6 +44,7 @@ from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
 from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError, get_sanitize_patterns
 
 from .checks import EXERCISES, RAISE_ENV
+from .policy import answer_problem
 from .release import stub_source
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -176,35 +177,6 @@ def _check_of(cell):
         else None
 
 
-# What an answer cell may do. An answer computes with tensors; it has no business importing the
-# package, patching other objects or reaching the process and its files. The rules are static (the
-# cell is parsed, not run) and aim at mistakes and the known shortcuts with as few false refusals
-# as possible: they are not a sandbox (see "Trust" in the grader guide).
-ALLOWED_IMPORTS = {"__future__", "collections", "functools", "itertools", "math", "numpy",
-                   "random", "sys", "torch", "typing", "warnings"}
-FORBIDDEN_NAMES = {"breakpoint", "compile", "delattr", "eval", "exec", "get_ipython", "getattr",
-                   "globals", "open", "setattr", "vars"}
-# Attributes that lead out of the answer: to other modules, frames, builtins and hooks, or files.
-FORBIDDEN_ATTRIBUTES = {
-    "builtins", "ctypes", "importlib", "os", "shutil", "signal", "subprocess", "sys",     # modules
-    "environ", "modules", "setprofile", "settrace", "addaudithook",                      # sys, os
-    "ag_frame", "cr_frame", "f_back", "f_builtins", "f_globals", "f_locals", "gi_frame",
-    "tb_frame",                                                                     # frames
-    "get_type_hints", "update_wrapper", "wraps", "run_cell",            # eval / patch routes
-    "from_file", "fromfile", "genfromtxt", "load", "loadtxt", "memmap", "save", "savetxt",
-    "savez", "savez_compressed", "tofile",                                              # files
-}
-
-
-def _python_source(source):
-    """The cell as IPython runs it: magics and shell escapes become `get_ipython()` calls."""
-    from IPython.core.inputtransformer2 import TransformerManager
-    try:
-        return TransformerManager().transform_cell(source)
-    except Exception:  # IPython cannot read it either: it fails as a syntax error when it runs
-        return source
-
-
 def package_names(notebook):
     """Names a chapter's locked cells bind to medsight_lab (`ml`, ...). `check` is left out: the
     check cells import it afresh, so an answer that rebinds the name changes nothing, and the
@@ -225,54 +197,6 @@ def package_names(notebook):
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medsight_lab"):
                 names |= {a.asname or a.name for a in node.names}
     return names - {"check"}
-
-
-def answer_problem(source, forbidden_names=frozenset({"medsight_lab"})):
-    """Why an answer cell's source may not be graded, or None. `forbidden_names`: the names the
-    chapter binds to the package (see `package_names`)."""
-    python = _python_source(source)
-    if python.count("get_ipython()") > source.count("get_ipython()"):
-        return "answer cells must not use IPython magics or shell commands (% or !)"
-    try:
-        tree = ast.parse(python)
-    except SyntaxError:
-        return None                    # reported as a syntax error when it runs
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if isinstance(node, ast.ImportFrom):      # a relative import has no top package
-                modules = ["." * node.level + (node.module or "")]
-                names = [a.name for a in node.names]
-                bad_name = next((n for n in names if n in FORBIDDEN_ATTRIBUTES | FORBIDDEN_NAMES
-                                 or n.startswith("_")), None)
-                if bad_name:
-                    return f"answer cells must not import `{bad_name}`"
-            else:
-                modules = [a.name for a in node.names]
-            bad = [m for m in modules if m.split(".")[0] not in ALLOWED_IMPORTS]
-            if bad and bad[0].split(".")[0] == "medsight_lab":
-                return ("answer cells must not import medsight_lab: write the exercise "
-                        "yourself with torch")
-            if bad:
-                return (f"answer cells may import only {', '.join(sorted(ALLOWED_IMPORTS))}; "
-                        f"yours imports {bad[0]}")
-        elif isinstance(node, ast.Name):
-            if node.id in forbidden_names:
-                return (f"answer cells must not use `{node.id}` (the course package or its "
-                        "checker): write the exercise yourself with torch")
-            if node.id in FORBIDDEN_NAMES or node.id.startswith("__"):
-                return f"answer cells must not use `{node.id}`"
-        elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("_") or node.attr in FORBIDDEN_ATTRIBUTES:
-                return f"answer cells must not use the attribute `.{node.attr}`"
-            if not isinstance(node.ctx, ast.Load):
-                return ("answer cells must not set or delete attributes "
-                        f"(`... .{node.attr} = ...`): compute with local variables instead")
-        elif isinstance(node, ast.ClassDef):
-            return "answer cells define functions, not classes"
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
-                and (node.name in forbidden_names or node.name.startswith("__")):
-            return f"answer cells must not define `{node.name}`"
-    return None
 
 
 def merge(reference, submission):
