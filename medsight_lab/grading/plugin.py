@@ -370,7 +370,8 @@ def _kernel_environment(ipython_dir):
 class Submission(IPyNbFile):
     """One submitted file: collected as the cells of its merged notebook."""
 
-    scratch = None
+    scratch = None        # the kernel's working folder, while the submission runs
+    deadline = None       # time.monotonic() past which the running cell's output is not awaited
 
     def collect(self):
         """The cells to run; a file that breaks the merge becomes one failing item, so that one
@@ -467,8 +468,6 @@ class Submission(IPyNbFile):
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise Empty
         return super().get_kernel_message(timeout=timeout, stream=stream)
-
-    deadline = None
 
     def revive_kernel(self):
         """A cell killed the kernel (or nbval stopped it after a timeout): start a new one and
