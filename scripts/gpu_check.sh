@@ -20,7 +20,7 @@ PACKAGES=(nbval nbformat fastjsonschema jsonschema jsonschema-specifications ref
           jupyter_core platformdirs traitlets jupyter_client pyzmq tornado ipykernel comm debugpy
           ipython ipython_pygments_lexers matplotlib-inline jedi parso pexpect ptyprocess
           prompt_toolkit wcwidth stack-data asttokens executing pure_eval ipywidgets
-          widgetsnbextension jupyterlab_widgets)
+          widgetsnbextension jupyterlab_widgets attrs nest-asyncio2 psutil coverage)
 # Package tests whose code runs on the device ml.pick_device() picks (training, generation,
 # evaluation, sanity checks, the explorer's data); the others are CPU-only by design.
 DEVICE_TESTS=(tests/test_model.py tests/test_generation.py tests/test_training.py
