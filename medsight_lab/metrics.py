@@ -164,8 +164,8 @@ def report_scores(generated, truth, labels, findings) -> dict:
     `findings`: each image's finding name."""
     tokenizer = Tokenizer()
     words = lambda ids: [w for w in tokenizer.decode_tokens(ids) if w not in ("<bos>", "<eos>")]
-    texts, truths = [tokenizer.decode(ids) for ids in generated], [tokenizer.decode(ids)
-                                                                   for ids in truth]
+    texts = [tokenizer.decode(ids) for ids in generated]
+    truths = [tokenizer.decode(ids) for ids in truth]
     return {
         "exact_match": sum(a == b for a, b in zip(texts, truths)) / len(texts),
         "finding_accuracy": finding_accuracy(labels, findings),
