@@ -40,8 +40,8 @@ FINDINGS = {
 }
 
 # finding_idx -> [(patch, std, mean shift), ...]: where each finding lies and how bright it is.
-# Nodule (0, 1) and pneumothorax (3, 7) differ mostly in *where*, which is why the model needs
-# patch position embeddings.
+# Nodule (0, 1) and pneumothorax (3, 7) are both two bright patches: a model without patch
+# position embeddings can tell them apart only by brightness (the pneumothorax's is higher).
 LESIONS = {
     0: [],
     1: [(0, 2.0, 3.0), (1, 1.5, 2.0)],
@@ -61,8 +61,9 @@ _WORD = re.compile(r"[a-z]+|[.,\-]")
 
 
 class Tokenizer:
-    """Word-level tokenizer over a fixed vocabulary that refuses unknown words instead of
-    mapping them to <pad> (the reference's silent laterality bug)."""
+    """Word-level tokenizer over a fixed vocabulary that refuses unknown words (and characters
+    that are neither letters, `.`, `,`, `-` nor spaces) instead of mapping them to <pad> or
+    dropping them (the reference's silent laterality bug)."""
 
     def __init__(self, vocab=VOCAB):
         if len(set(vocab)) != len(vocab):
@@ -75,6 +76,13 @@ class Tokenizer:
 
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
         """`<bos> words <eos>`, padded with <pad> to `max_len` if given."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        # Anything the word pattern would skip (an en dash, a digit, ';') is refused, not dropped.
+        stray = sorted(set(_WORD.sub("", text.lower())) - set(" \t\n"))
+        if stray:
+            raise ValueError(f"characters the tokenizer cannot read: {stray} (in {text!r}); "
+                             "it reads letters, '.', ',', '-' and spaces")
         words = _WORD.findall(text.lower())
         unknown = [w for w in words if w not in self.word2idx]
         if unknown:

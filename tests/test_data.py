@@ -31,6 +31,21 @@ def test_unknown_word_is_refused():
         ml.Tokenizer().encode("There is a large mass.")
 
 
+@pytest.mark.parametrize("text, stray", [
+    ("Small right\u2013sided pneumothorax is present.", "\u2013"),   # an en dash, not '-'
+    ("There is a small nodule; 3 of them.", ";"),
+])
+def test_characters_it_cannot_read_are_refused_not_dropped(text, stray):
+    # The word pattern alone would skip them: "right–sided" would become "right sided".
+    with pytest.raises(ValueError, match=f"cannot read: .*{stray}"):
+        ml.Tokenizer().encode(text)
+
+
+def test_a_text_must_be_a_string():
+    with pytest.raises(TypeError, match="must be a str"):
+        ml.Tokenizer().encode(["there", "is"])
+
+
 def test_too_long_report_is_refused():
     with pytest.raises(ValueError, match="max_len=5"):
         ml.Tokenizer().encode("There is a small nodule in the right upper lobe.", max_len=5)
