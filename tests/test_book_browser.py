@@ -333,6 +333,25 @@ def test_solutions_hidden_until_toggled(chromium, instructor_html):
     assert n_solutions > 0, f"no solution cell found on {pages}"
 
 
+def test_answer_keys_folded_until_clicked(chromium, instructor_html):
+    # Every chapter ends with the answers to its questions, folded (sphinx-togglebutton).
+    chapters = [rel for rel in html_pages(instructor_html) if rel.startswith("notebooks/")]
+    with Server(instructor_html) as server:
+        for rel in chapters:
+            context, page, watch = _open(chromium, server.base + rel)
+            try:
+                keys = page.locator("div.admonition.dropdown",
+                                    has_text="Answers to the questions (instructor edition)")
+                assert keys.count() == 1, f"{rel}: {keys.count()} answer keys"
+                first = keys.locator("ol > li").first
+                assert not first.is_visible(), f"{rel}: the answers are visible before the click"
+                keys.locator("button.toggle-button").click()
+                first.wait_for(state="visible", timeout=5000)
+                assert not watch.errors, f"{rel}: {watch.errors}"
+            finally:
+                context.close()
+
+
 def test_formulas_render_offline(chromium, instructor_html):
     """MathJax ships with the book (book/_static/mathjax): formulas render with no internet."""
     rel = "notebooks/02_architecture.html"

@@ -66,7 +66,7 @@ def write_submissions(folder):
             "    return ce + ground + entropy, ce, ground, entropy"),
     })
     for cell in wrong.cells:      # stored outputs claiming success prove nothing
-        if cell.metadata.get("nbgrader", {}).get("grade"):
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
             exercise = cell.metadata["nbgrader"]["grade_id"].removesuffix("_check")
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
                                                    text=f"✔ {exercise}: correct on 4 cases.\n")]
@@ -360,7 +360,7 @@ def test_the_forbidden_names_come_from_the_chapter():
     for path in (LOSS, ARCHITECTURE):                        # the reference answers pass
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
-            if cell.metadata.get("nbgrader", {}).get("solution"):
+            if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code":
                 assert answer_problem(cell.source, package_names(nb)) is None, cell.source
 
 

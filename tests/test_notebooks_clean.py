@@ -2,6 +2,7 @@
 (nbval, run by scripts/test.sh, proves that their outputs are current.)"""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,30 @@ def test_nbval_markers_are_recognised(path):
             if line.strip().startswith("#") and "NBVAL" in comment:
                 assert comment in comment_markers, \
                     f"{path.name}: nbval does not recognise the marker line {line.strip()!r}"
+
+
+def numbered_items(markdown):
+    """The numbers of a markdown text's top-level numbered list items, in order."""
+    return [int(m.group(1)) for m in re.finditer(r"^(\d+)\. ", markdown, re.M)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_question_has_an_answer_in_the_key(path):
+    # The chapter ends with its questions, then the instructor's answer key: a folded admonition
+    # in the instructor book, an nbgrader written-answer cell (0 points) that the student edition
+    # turns into "Write your answer here" (tests/test_release.py).
+    nb = json.loads(path.read_text())
+    *_, questions, key = nb["cells"]
+    questions_text = "".join(questions["source"])
+    assert questions["cell_type"] == "markdown" and "\n## Questions\n" in questions_text
+    asked = numbered_items(questions_text.split("\n## Questions\n")[1])
+    assert asked == list(range(1, len(asked) + 1)) and asked, questions_text
+    chapter = nb["metadata"]["medsight_lab"]["chapter"]
+    assert key["cell_type"] == "markdown"
+    assert key["metadata"] == {"nbgrader": {
+        "grade": True, "grade_id": f"{chapter}_questions", "locked": False, "points": 0,
+        "schema_version": 3, "solution": True, "task": False}}
+    source = "".join(key["source"])
+    assert source.startswith(":::{admonition} Answers to the questions (instructor edition)\n"
+                             ":class: dropdown\n") and source.rstrip().endswith("\n:::")
+    assert numbered_items(source) == asked, f"{path.name}: one answer per question, in order"

@@ -67,6 +67,15 @@ def test_stubs_raise_not_implemented(edition):
                     function(*[None] * function.__code__.co_argcount)
 
 
+def test_the_answer_keys_become_answer_space(edition):
+    # Each chapter's written-answer cell (the instructor's answer key) is left to the student.
+    for source in SOURCES:
+        keys = [c for c in cells(source) if is_answer(c) and c.cell_type == "markdown"]
+        assert len(keys) == 1, f"{source.name}: expected one answer key"
+        student = {c.get("id"): c for c in cells(edition / "notebooks" / source.name)}
+        assert student[keys[0].get("id")].source == MARKDOWN_STUB
+
+
 def test_locked_cells_are_the_instructors(edition):
     for source in SOURCES:
         student = cells(edition / "notebooks" / source.name)
@@ -96,7 +105,7 @@ def test_the_student_edition_runs_up_to_the_first_stub(edition):
         if cell.cell_type == "code":
             assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
     for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade"):
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
             text = "".join(o.get("text", "") for o in cell.outputs)
             assert text.startswith("✘") and "not implemented yet" in text, text
 
@@ -117,7 +126,9 @@ def synthetic():
     whole = nbformat.v4.new_code_cell("ANSWER = 42  # the_secret", id="whole",
                                       metadata={"nbgrader": {"solution": True,
                                                              "grade_id": "whole"}})
-    essay = nbformat.v4.new_markdown_cell("The answer is the_secret.", id="essay",
+    essay = nbformat.v4.new_markdown_cell(     # the MyST markup is not secret (the guides quote it)
+        ":::{admonition} The instructor's answer\n:class: dropdown\n\nThe answer is the_secret.\n:::",
+        id="essay",
                                           metadata={"nbgrader": {"solution": True,
                                                                  "grade_id": "essay"}})
     checking = nbformat.v4.new_code_cell(

@@ -41,6 +41,9 @@ FOLDING_TAGS = {"hide-input", "hide-output", "hide-cell", "remove-input", "remov
 NOTEBOOK_METADATA = ("kernelspec", "language_info", "medsight_lab")
 # Solution lines shorter than this are too common ("return x") to prove a leak when searched for.
 MIN_SECRET_LENGTH = 12
+# MyST markup in a written answer (`:::{admonition} ...`, `:class: dropdown`) is not its content,
+# and the guides quote it.
+MARKUP_LINE = re.compile(r"^(:{3,}|`{3,}|:[\w-]+:)")
 
 PACKAGE_FILES = ("medsight_lab", "pyproject.toml")     # copied as they are
 
@@ -76,6 +79,8 @@ use so that you can go on when you are stuck; an answer that calls it earns no m
 - Hand in the notebooks themselves (`.ipynb`). Do not delete, split or duplicate the answer
   cells, and do not edit the locked check cells: grading runs your answer cells inside the
   course's own copy of each chapter.
+- Each chapter ends with questions: write your answers in the cell below them (*Write your
+  answer here.*). The check cells do not mark them; your instructor says whether they count.
 - The book's HTML version is in `_build/html/index.html` (when it was built).
 """
 
@@ -138,7 +143,8 @@ def secret_lines(nb):
             regions = [(-1, len(lines))]
         for begin, end in regions:
             secrets += [line.strip() for line in lines[begin + 1:end]]
-    return sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH and not s.startswith("#")})
+    return sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH and not s.startswith("#")
+                   and not MARKUP_LINE.match(s)})
 
 
 def _is_solution(cell):
