@@ -30,16 +30,30 @@ IMAGE_CMAP = "cividis"
 ATTENTION_CMAP = "viridis"
 LESION_LABEL = "lesion"          # gid of the outline rectangles, so tests and users can find them
 
-LOSS_TERMS = {                   # history key -> panel title
-    "loss": "total loss",
-    "ce": "cross-entropy (next token)",
-    "ground": "grounding loss",
-    "entropy": "attention entropy",
+LOSS_TERMS = {                   # history key -> (panel title, y label); all in nats (natural log)
+    "loss": ("total loss", "loss (nats)"),
+    "ce": ("cross-entropy (next token)", "loss (nats)"),
+    "ground": ("grounding loss", "loss (nats)"),
+    "entropy": ("attention entropy", "entropy (nats)"),
 }
 VALIDATION_KEYS = {              # optional history keys -> legend label
     "val_finding_accuracy": "finding accuracy",
     "val_exact_match": "exact-match reports",
 }
+METRIC_LABELS = {                # metric key (as `evaluate` returns it) -> axis label
+    "exact_match": "exact match",
+    "finding_accuracy": "finding accuracy",
+    "bleu4": "BLEU-4",
+    "pointing_game": "pointing game",
+    "attention_mass": "attention mass",
+    "auroc": "AUROC",
+    "teacher_forced_token_accuracy": "teacher-forced token accuracy",
+}
+
+
+def metric_label(key):
+    """How a figure names the metric `key` ("bleu4" -> "BLEU-4"); unknown keys lose their "_"."""
+    return METRIC_LABELS.get(key, key.replace("_", " "))
 
 
 # -- input handling ------------------------------------------------------------------------------
@@ -246,10 +260,10 @@ def plot_training_curves(history):
     validation = [k for k in VALIDATION_KEYS if k in history]
     n_panels = len(LOSS_TERMS) + bool(validation)
     fig, axes = plt.subplots(1, n_panels, figsize=(3.2 * n_panels, 3.0), layout="constrained")
-    for ax, key in zip(axes, LOSS_TERMS):
+    for ax, (key, (title, ylabel)) in zip(axes, LOSS_TERMS.items()):
         _plot_series(ax, history[key], key)
-        ax.set_title(LOSS_TERMS[key])
-        ax.set_ylabel(key)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
     if validation:
         ax = axes[-1]
         for key in validation:
@@ -309,7 +323,7 @@ def plot_metric_bars(metrics, chance=None, keys=None, ax=None,
                   colors="#fde725", linestyles="--", linewidth=2.5, label="chance level",
                   path_effects=[path_effects.withStroke(linewidth=4, foreground="black")])
     ax.set_xticks(x)
-    ax.set_xticklabels([k.replace("_", " ") for k in keys], rotation=20, ha="right")
+    ax.set_xticklabels([metric_label(k) for k in keys], rotation=20, ha="right")
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("score")
     ax.set_title(title)

@@ -298,6 +298,20 @@ def test_instructor_book_links_resolve(instructor_html):
     assert not problems, "\n".join(problems[:30])
 
 
+def test_every_figure_has_a_text_alternative(instructor_html):
+    # A chapter's figures get their alt text from the cell's `mystnb.image.alt` metadata; without
+    # it MyST-NB writes the image's file path, which a screen reader reads out instead.
+    figures = []
+    for rel in html_pages(instructor_html):
+        if rel.startswith("notebooks/"):
+            page = (instructor_html / rel).read_text(encoding="utf-8")
+            figures += [(rel, html.unescape(alt)) for alt in
+                        re.findall(r'<img alt="([^"]*)" src="[^"]*_images/', page)]
+    assert len(figures) >= 10, f"too few chapter figures found: {figures}"
+    missing = [(rel, alt) for rel, alt in figures if "_images/" in alt or len(alt.split()) < 8]
+    assert not missing, f"figures without a text alternative: {missing}"
+
+
 def test_solutions_hidden_until_toggled(chromium, instructor_html):
     # The chapter pages whose code shows a solution (a guide may quote the markers in prose).
     pages = [rel for rel in html_pages(instructor_html) if rel.startswith("notebooks/")

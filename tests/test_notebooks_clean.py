@@ -77,3 +77,14 @@ def test_every_question_has_an_answer_in_the_key(path):
     assert source.startswith(":::{admonition} Answers to the questions (instructor edition)\n"
                              ":class: dropdown\n") and source.rstrip().endswith("\n:::")
     assert numbered_items(source) == asked, f"{path.name}: one answer per question, in order"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_alt_text(path):
+    # The book's <img alt> comes from the cell's `mystnb.image.alt`: without it a screen reader
+    # reads out a file path (tests/test_book_browser.py checks the built pages).
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
+            alt = cell["metadata"].get("mystnb", {}).get("image", {}).get("alt", "")
+            assert len(alt.split()) >= 8, f"{path.name}, cell {cell['id']}: no alt text for its figure"

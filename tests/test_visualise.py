@@ -160,7 +160,9 @@ HISTORY = {"loss": [3.0, 2.0, 1.5], "ce": [2.5, 1.6, 1.2], "ground": [0.4, 0.3, 
 def test_training_curves_one_panel_per_loss_term():
     fig = visualise.plot_training_curves(HISTORY)
     axes = panels(fig)
-    assert [ax.get_ylabel() for ax in axes] == ["loss", "ce", "ground", "entropy"]
+    assert [ax.get_title() for ax in axes] == [
+        "total loss", "cross-entropy (next token)", "grounding loss", "attention entropy"]
+    assert [ax.get_ylabel() for ax in axes] == ["loss (nats)"] * 3 + ["entropy (nats)"]
     for ax, key in zip(axes, HISTORY):
         (line,) = ax.lines
         assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == HISTORY[key]
@@ -195,7 +197,7 @@ def test_metric_bars_draw_each_score_with_its_chance_level():
     heights = [bar.get_height() for bar in ax.containers[0]]
     assert heights == [0.99, 0.93, 0.98, 0.9]               # per_finding and the count skipped
     assert [t.get_text() for t in ax.get_xticklabels()] == [
-        "pointing game", "attention mass", "auroc", "bleu4"]
+        "pointing game", "attention mass", "AUROC", "BLEU-4"]
     (chance,) = ax.collections                                          # the dashed segments
     segments = chance.get_segments()
     assert len(segments) == 3                                           # bleu4 has no chance level
