@@ -424,11 +424,16 @@ def plot_findings_overview(examples, figsize=None,
         if grounded.shape != (len(tokens),):
             raise ValueError(f"grounded of {name!r} must hold one flag per token "
                              f"({len(tokens)}), got {grounded.shape[0]}")
+        # The example's name on a line of its own: long names ("nodule, teacher-forced") would
+        # otherwise run into the next panel's title.
         plot_patch_grid(example["patches"], example["lesion_mask"], ax=row[0],
-                        title=f"{name}: image (patch norms)")
+                        title=f"{name}\nimage (patch norms)")
         plot_attention_heatmap(attn, tokens, ax=row[1], grounded=grounded,
-                               title=f"{name}: cross-attention per token")
+                               title=f"{name}\ncross-attention per token")
         plot_finding_words_map(attn, grounded, example["lesion_mask"], ax=row[2],
-                               title=f"{name}: finding words, mean attention")
+                               title=f"{name}\nfinding words, mean attention")
+    # Room between the panels, so that a colour bar's label and the next panel's y label do not
+    # read as one.
+    fig.get_layout_engine().set(w_pad=0.15, wspace=0.06)
     fig.suptitle(suptitle, fontweight="bold")
     return fig
