@@ -35,6 +35,7 @@ def test_every_chapter_is_released(edition):
     assert sorted(p.name for p in (edition / "notebooks").glob("*.ipynb")) == \
         [p.name for p in SOURCES]
     assert "NotImplementedError" in (edition / "README.md").read_text()
+    assert (edition / "LICENSE").read_text().startswith("MIT License")   # what pyproject declares
 
 
 def test_no_solution_or_hidden_test_survives(edition):

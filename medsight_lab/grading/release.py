@@ -1,7 +1,7 @@
 """The student edition: the instructor notebooks with every solution and hidden test removed.
 
     python -m medsight_lab release [--repository-url URL]
-    # -> _build/student/{README.md, notebooks/, medsight_lab/, pyproject.toml, _build/html}
+    # -> _build/student/{README.md, notebooks/, medsight_lab/, pyproject.toml, LICENSE, _build/html}
 
 In each notebook an answer cell keeps its signature and docstring and the region between
 `### BEGIN SOLUTION` and `### END SOLUTION` becomes `raise NotImplementedError(...)`; check cells
@@ -45,7 +45,7 @@ MIN_SECRET_LENGTH = 12
 # and the guides quote it.
 MARKUP_LINE = re.compile(r"^(:{3,}|`{3,}|:[\w-]+:)")
 
-PACKAGE_FILES = ("medsight_lab", "pyproject.toml")     # copied as they are
+PACKAGE_FILES = ("medsight_lab", "pyproject.toml", "LICENSE")     # copied as they are
 
 README = """\
 # MedSight Lab — student edition
@@ -298,7 +298,8 @@ def release(source="notebooks", out="_build/student", build_html=True,
     for name in PACKAGE_FILES:
         if not (package_root / name).exists():
             raise ReleaseError(f"{package_root / name} not found: release from a checkout of the "
-                               "course, where medsight_lab/ and pyproject.toml sit side by side")
+                               "course, where medsight_lab/, pyproject.toml and LICENSE sit "
+                               "side by side")
     if (out in (project, source, package_root) or source.is_relative_to(out)
             or package_root.is_relative_to(out)
             or out.is_relative_to(package_root / "medsight_lab")):
