@@ -15,7 +15,7 @@ import pytest
 from medsight_lab.grading import EXERCISES
 from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS, merge
 from medsight_lab.grading.policy import answer_problem
-from medsight_lab.grading.release import release
+from medsight_lab.grading.release import MARKDOWN_STUB, release
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "notebooks"
@@ -65,6 +65,9 @@ def write_submissions(folder):
             "    entropy = attention_entropy(attn_weights)\n"
             "    return ce + ground + entropy, ce, ground, entropy"),
     })
+    questions = next(c for c in wrong.cells
+                     if c.metadata.get("nbgrader", {}).get("grade_id") == "03_loss_questions")
+    questions.source = "1. Padding is ignored, so WRITTEN_BY_WRONG counts only real words."
     for cell in wrong.cells:      # stored outputs claiming success prove nothing
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
             exercise = cell.metadata["nbgrader"]["grade_id"].removesuffix("_check")
@@ -271,6 +274,31 @@ def test_feedback_files_and_untouched_submissions(graded):
     assert "BEGIN HIDDEN TESTS" not in feedback and "suite=" not in feedback
     assert (graded["out"] / "feedback" / "reference_03.md").exists()
     assert graded["unchanged"], "grading modified a submission file"
+
+
+def test_written_answers_are_collected_for_the_marker(graded):
+    answers = graded["out"] / "answers"
+    wrong = (answers / "wrong.md").read_text(encoding="utf-8")
+    assert "WRITTEN_BY_WRONG" in wrong and "Chapter: `03_loss`" in wrong
+    assert "What does `ignore_index` change" in wrong          # the question beside the answer
+    assert "Write your answer here" in (answers / "student_03.md").read_text(encoding="utf-8")
+    assert "WRITTEN_BY_WRONG" not in (graded["out"] / "feedback" / "wrong.md").read_text()
+    assert not (answers / "notes.md").exists()                   # not a notebook: nothing to read
+
+
+def test_written_answers_of_a_submission():
+    from medsight_lab.grading.plugin import written_answers
+    nb = nbformat.read(LOSS, as_version=4)
+    key = next(c for c in nb.cells
+               if c.metadata.get("nbgrader", {}).get("grade_id") == "03_loss_questions")
+    key.source = "My answer."
+    assert written_answers(nb, "03_loss") == "My answer."
+    key.source = MARKDOWN_STUB
+    assert "still reads" in written_answers(nb, "03_loss")
+    nb.cells.remove(key)
+    assert "missing" in written_answers(nb, "03_loss")
+    nb.cells = "not a list"                                      # a mangled file: no crash
+    assert "missing" in written_answers(nb, "03_loss")
 
 
 # -- the merge, in process ---------------------------------------------------------------------

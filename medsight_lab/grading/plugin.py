@@ -9,8 +9,9 @@ only the answer cells taken from the submission (matched by nbgrader `grade_id`,
 nbval runs it in a fresh kernel and compares every output with the reference's; the outputs
 stored in the submission are never read. pytest reports one item per cell, check cells named
 after their exercise (`alice.ipynb::compute_loss`). At the end it writes `gradebook.csv`
-(submission,exercise,points,max_points,verdict) and `feedback/<submission>.md` to
-`--grade-output`.
+(submission,exercise,points,max_points,verdict), `feedback/<submission>.md` and
+`answers/<submission>.md` (the chapter's questions with the student's written answers, which the
+grader does not mark: they are for whoever does) to `--grade-output`.
 
 An exercise earns its points iff its answer cell ran without error and its check cell printed only
 ✔ lines that match the reference's output. Anything else — a stub, an exception, a syntax error,
@@ -45,7 +46,7 @@ from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError, get_sanitize_pattern
 
 from .checks import EXERCISES, RAISE_ENV
 from .policy import answer_problem
-from .release import stub_source
+from .release import MARKDOWN_STUB, stub_source
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,8 @@ def pytest_addoption(parser):
     group.addoption("--grade-reference", metavar="DIR", default="notebooks",
                     help="the instructor notebooks (default: notebooks)")
     group.addoption("--grade-output", metavar="DIR", default="_build/grades",
-                    help="where gradebook.csv, feedback/ and merged/ go (default: _build/grades)")
+                    help="where gradebook.csv, feedback/, answers/ and merged/ go "
+                         "(default: _build/grades)")
     group.addoption("--grade-timeout", metavar="SECONDS", type=float, default=60.0,
                     help="per-cell time limit (default: 60)")
 
@@ -128,6 +130,7 @@ class SubmissionResult:
     chapter: str | None = None
     exercises: dict = field(default_factory=dict)
     problem: str | None = None         # the whole submission could not be graded
+    written: str | None = None         # its answers to the chapter's questions (not graded)
 
     def rows(self):
         if self.problem and not self.exercises:
@@ -238,6 +241,21 @@ def merge(reference, submission):
     return merged, problems
 
 
+def written_answers(nb, chapter):
+    """The submission's answers to the chapter's questions: the text of its written-answer cell
+    (nbgrader grade_id "<chapter>_questions"), or a note saying why there is none."""
+    all_cells = nb.get("cells")
+    cells = [c for c in (all_cells if isinstance(all_cells, list) else [])
+             if isinstance(c, dict) and c.get("cell_type") == "markdown"
+             and _grade_id(c) == f"{chapter}_questions"]
+    texts = [c.source.strip() for c in cells if isinstance(c.get("source"), str)]
+    if not cells:
+        return "(no written answers: the cell under the questions is missing)"
+    if all(t in ("", MARKDOWN_STUB) for t in texts):
+        return "(no written answers: the cell still reads \"Write your answer here.\")"
+    return "\n\n".join(t for t in texts if t not in ("", MARKDOWN_STUB))
+
+
 def identify_chapter(nb, path, chapters):
     """The submission's chapter: notebook metadata, else the exercises it contains, else its file
     name. None if none of them names a reference chapter."""
@@ -303,6 +321,13 @@ class Grader:
             return Submission.from_parent(parent, path=file_path)
         return None
 
+    def questions(self, chapter):
+        """The chapter's questions (the reference's "## Questions" section), or ""."""
+        for cell in nbformat.read(self.chapters[chapter], as_version=4).cells:
+            if cell.cell_type == "markdown" and "\n## Questions\n" in cell.source:
+                return cell.source.split("\n## Questions\n", 1)[1].strip()
+        return ""
+
     def pytest_sessionfinish(self, session, exitstatus):
         results = [self.results[k] for k in sorted(self.results)]
         if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -321,6 +346,14 @@ class Grader:
             feedback = self.output / "feedback" / Path(result.name).with_suffix(".md")
             feedback.parent.mkdir(parents=True, exist_ok=True)
             feedback.write_text(result.feedback(), encoding="utf-8")
+            if result.written is not None:
+                answers = self.output / "answers" / Path(result.name).with_suffix(".md")
+                answers.parent.mkdir(parents=True, exist_ok=True)
+                answers.write_text(
+                    f"# Written answers in {result.name}\n\nChapter: `{result.chapter}` (the "
+                    "answer key ends the chapter in the instructor book)\n\n## Questions\n\n"
+                    f"{self.questions(result.chapter)}\n\n## Answers\n\n{result.written}\n",
+                    encoding="utf-8")
 
     def pytest_terminal_summary(self, terminalreporter):
         terminalreporter.write_sep("-", f"gradebook: {self.output / 'gradebook.csv'}")
@@ -395,6 +428,8 @@ class Submission(IPyNbFile):
         self.nb, self.replay = None, []
         submission, problem = read_submission(self.path)
         result.chapter = identify_chapter(submission, self.path, grader.chapters)
+        if submission is not None and result.chapter is not None:
+            result.written = written_answers(submission, result.chapter)
         if result.chapter is None:
             result.problem = problem or ("unknown chapter: the notebook names none of the course's "
                                          f"chapters ({', '.join(grader.chapters)})")
