@@ -90,6 +90,26 @@ def auroc(scores, labels) -> torch.Tensor:
     return wins / pairs.sum((1, 2))
 
 
+def pointing_game_and_mass(rows, lesions):
+    """The two grounding scores of attention rows (the chapter 5 exercise's reference solution).
+
+    rows (M, N): one attention distribution over the N patches per scored word; lesions (M, N):
+    the 0/1 lesion mask of each row's image, at least one patch per row. Returns two 0-dim
+    tensors: the pointing game (the fraction of rows whose most-attended patch lies in the
+    lesion) and the attention mass (the mean over rows of the weight inside the lesion).
+    """
+    if not (isinstance(rows, torch.Tensor) and isinstance(lesions, torch.Tensor)):
+        raise TypeError("rows and lesions must be torch tensors")
+    if rows.dim() != 2 or rows.shape != lesions.shape or rows.shape[0] == 0:
+        raise ValueError(f"rows and lesions must both be (M, N) with M >= 1, got "
+                         f"{tuple(rows.shape)} and {tuple(lesions.shape)}")
+    lesions = lesions.to(rows.dtype)
+    if not (lesions.sum(-1) > 0).all():
+        raise ValueError("every row needs a lesion (at least one 1 in its lesion mask)")
+    hit = lesions.gather(1, rows.argmax(-1, keepdim=True)).squeeze(1)        # (M,) 1 = inside
+    return hit.mean(), (rows * lesions).sum(-1).mean()
+
+
 def grounding_scores(token_ids, attn, lesion_mask, grounded_words=GROUNDED_WORDS) -> dict:
     """Grounding of the words that name a finding, its side or size.
 
@@ -110,11 +130,11 @@ def grounding_scores(token_ids, attn, lesion_mask, grounded_words=GROUNDED_WORDS
                 "n_grounded_words": 0}
     rows = attn[scored]                                                      # (n, N)
     lesion = lesion_mask[:, None, :].expand_as(attn)[scored]                 # (n, N)
-    hit = lesion.gather(1, rows.argmax(-1, keepdim=True)).squeeze(1)
+    pointing, mass = pointing_game_and_mass(rows, lesion)
     chance = (lesion.sum(-1) / lesion.shape[-1]).mean().item()
     return {
-        "pointing_game": hit.mean().item(),
-        "attention_mass": (rows * lesion).sum(-1).mean().item(),
+        "pointing_game": pointing.item(),
+        "attention_mass": mass.item(),
         "auroc": auroc(rows, lesion).mean().item(),
         "pointing_game_chance": chance,
         "attention_mass_chance": chance,

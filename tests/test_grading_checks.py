@@ -64,9 +64,16 @@ def compute_loss(logits, token_ids, attn_weights, finding_masks, lambda_ground=0
     return ce + lambda_ground * ground + lambda_entropy * entropy, ce, ground, entropy
 
 
+def pointing_game_and_mass(rows, lesions):
+    inside = lesions.bool()
+    hit = inside[torch.arange(len(rows)), rows.argmax(-1)].float()
+    return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()
+
+
 RIGHT = {"cross_attention": cross_attention, "causal_mask": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
-         "attention_entropy": attention_entropy, "compute_loss": compute_loss}
+         "attention_entropy": attention_entropy, "compute_loss": compute_loss,
+         "pointing_game_and_mass": pointing_game_and_mass}
 
 
 @pytest.mark.parametrize("suite", ["visible", "hidden"])
@@ -143,6 +150,28 @@ def _weighted_terms(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
 
 
 WRONG = [
+    # pointing_game_and_mass
+    ("pointing_game_and_mass", "visible",
+     lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),
+    ("pointing_game_and_mass", "visible",
+     lambda r, l: (pointing_game_and_mass(r, l)[0], ((r * l).sum(-1) / l.sum(-1)).mean()),
+     "the *sum* of a row's weights inside the lesion"),
+    ("pointing_game_and_mass", "visible",
+     lambda r, l: (pointing_game_and_mass(r, l)[0], r.sum(-1).mean()),
+     "multiply by the lesion mask first"),
+    ("pointing_game_and_mass", "visible",
+     lambda r, l: (r.max(-1).values.mean(), pointing_game_and_mass(r, l)[1]),
+     "most-attended patch (the argmax)"),
+    ("pointing_game_and_mass", "visible",
+     lambda r, l: (pointing_game_and_mass(-r, l)[0], pointing_game_and_mass(r, l)[1]),
+     "least-attended patch (argmin)"),
+    ("pointing_game_and_mass", "visible",
+     lambda r, l: tuple(x.item() for x in pointing_game_and_mass(r, l)),
+     "not x.mean().item()"),
+    ("pointing_game_and_mass", "hidden",                     # per-row values, not their mean
+     lambda r, l: (l.gather(1, r.argmax(-1, keepdim=True)).squeeze(1), (r * l).sum(-1)),
+     "shape of the pointing game"),
+
     # exercise, suite, answer, words the verdict must contain
     ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: _ce(lo, t, pad_id),
      "not shifted by one position"),
@@ -298,7 +327,8 @@ def test_every_known_mistake_is_exercised():
     tables = {"cross_attention": checks._CROSS_ATTENTION_MISTAKES,
               "causal_mask": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
               "grounding_loss": checks._GROUNDING_MISTAKES,
-              "attention_entropy": checks._ENTROPY_MISTAKES}
+              "attention_entropy": checks._ENTROPY_MISTAKES,
+              "pointing_game_and_mass": checks._POINTING_MISTAKES}
     for exercise, table in tables.items():
         for message, wrong in table:
             result = run_check(exercise, wrong, "hidden")
@@ -323,6 +353,7 @@ def test_an_unknown_wrong_answer_names_the_case():
     ("shifted_cross_entropy", ml.shifted_cross_entropy, "shifted_cross_entropy"),
     ("grounding_loss", lambda a, m: ml.grounding_loss(a, m), "grounding_loss"),
     ("attention_entropy", ml.attention_entropy, "attention_entropy"),
+    ("pointing_game_and_mass", ml.metrics.pointing_game_and_mass, "pointing_game_and_mass"),
     ("cross_attention", ml.multi_head_attention, "multi_head_attention"),
     ("causal_mask", lambda s: causal_attention_weights(
         s, keep=lambda T: ml.causal_mask(T)), "causal_mask"),

@@ -301,6 +301,28 @@ def test_written_answers_of_a_submission():
     assert "missing" in written_answers(nb, "03_loss")
 
 
+def test_a_chapter_5_submission_is_graded_too(tmp_path):
+    """Chapter 5 trains its models as it runs: its one exercise is graded inside the whole
+    chapter (about 40 s on one core)."""
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    evaluation = CHAPTERS / "05_evaluation.ipynb"
+    nbformat.write(with_answers(evaluation, {"pointing_game_and_mass": (
+        "def pointing_game_and_mass(rows, lesions):\n"
+        "    inside = lesions.bool()\n"
+        "    hit = inside[torch.arange(len(rows)), rows.argmax(-1)].float()\n"
+        "    return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()")}),
+        submissions / "alice_05.ipynb")
+    out = tmp_path / "grades"
+    subprocess.run([sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin",
+                    "--grade", str(submissions), "--grade-output", str(out), "-q"],
+                   cwd=ROOT, capture_output=True, text=True, timeout=600)
+    with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["exercise"], row["points"], row["max_points"]) == \
+        ("pointing_game_and_mass", "2", "2"), row["verdict"]
+
+
 # -- the merge, in process ---------------------------------------------------------------------
 
 def test_merge_takes_only_the_answer_cells():

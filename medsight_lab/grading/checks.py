@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import loss as _loss
+from .. import metrics as _metrics
 from .. import model as _model
 from .policy import answer_problem
 
@@ -53,6 +54,7 @@ EXERCISES = {
     "grounding_loss": Exercise("grounding_loss", 2, "03_loss"),
     "attention_entropy": Exercise("attention_entropy", 1, "03_loss"),
     "compute_loss": Exercise("compute_loss", 3, "03_loss"),
+    "pointing_game_and_mass": Exercise("pointing_game_and_mass", 2, "05_evaluation"),
 }
 
 
@@ -190,6 +192,34 @@ def _cases_attention_entropy(suite):
             Case("a single head (H=1)", a(13, H=1)),
             Case("a single layer", a(14, layers=1)),
             Case("two positions (T=2)", a(15, T=2))]
+
+
+def _grounding_rows(seed, M=6, N=16, sharp=3.0, sizes=(2, 3, 4), one_hot=False):
+    """(rows, lesions): M attention rows over N patches and a lesion of 2-4 patches per row.
+    Sharp random rows have no ties, so every correct argmax agrees; `one_hot` makes row 0 all on
+    a lesion patch and row 1 all on a patch outside the lesion."""
+    g = torch.Generator().manual_seed(seed)
+    rows = (torch.randn(M, N, generator=g) * sharp).softmax(-1)
+    lesions = torch.zeros(M, N)
+    for m in range(M):
+        size = sizes[int(torch.randint(len(sizes), (1,), generator=g))]
+        lesions[m, torch.randperm(N, generator=g)[:size]] = 1.0
+    if one_hot:
+        inside, outside = lesions[0].argmax(), (1 - lesions[1]).argmax()
+        rows[0], rows[1] = F.one_hot(inside, N).float(), F.one_hot(outside, N).float()
+    return rows, lesions
+
+
+def _cases_pointing_game_and_mass(suite):
+    if suite == "visible":
+        return [Case("6 attention rows over 16 patches", _grounding_rows(0)),
+                Case("10 attention rows over 16 patches", _grounding_rows(1, M=10)),
+                Case("attention rows over 9 patches", _grounding_rows(2, N=9, sizes=(2, 3)))]
+    return [Case("fresh random rows", _grounding_rows(10, M=40)),
+            Case("a single row (M=1)", _grounding_rows(11, M=1)),
+            Case("rows with all weight on one patch", _grounding_rows(12, one_hot=True)),
+            Case("nearly uniform rows", _grounding_rows(13, sharp=0.05)),
+            Case("lesions of one patch", _grounding_rows(14, sizes=(1,)))]
 
 
 def _cases_compute_loss(suite):
@@ -401,6 +431,31 @@ _ENTROPY_ROW_MISTAKES = [
 ]
 
 
+def _pointing(rows, lesions, pick=torch.argmax):
+    """The pointing game written out (the package's own is switched off while a check runs)."""
+    return lesions.gather(1, pick(rows, -1, keepdim=True)).mean()
+
+
+def _mass(rows, lesions):
+    return (rows * lesions).sum(-1).mean()
+
+
+_POINTING_MISTAKES = [
+    ("returned (attention mass, pointing game): return (pointing game, attention mass)",
+     lambda r, l: (_mass(r, l), _pointing(r, l))),
+    ("the attention mass is the mean weight per lesion patch: it is the *sum* of a row's weights "
+     "inside the lesion (how much of its one unit of attention lands there), averaged over rows",
+     lambda r, l: (_pointing(r, l), ((r * l).sum(-1) / l.sum(-1)).mean())),
+    ("the attention mass sums the whole row (always 1): multiply by the lesion mask first",
+     lambda r, l: (_pointing(r, l), r.sum(-1).mean())),
+    ("the pointing game averages the largest weights: it is the fraction of rows whose "
+     "most-attended patch (the argmax) lies in the lesion",
+     lambda r, l: (r.max(-1).values.mean(), _mass(r, l))),
+    ("the pointing game uses the least-attended patch (argmin): it asks about the most-attended "
+     "one", lambda r, l: (_pointing(r, l, torch.argmin), _mass(r, l))),
+]
+
+
 def _mistake(mistakes, out, reference, args, kwargs=None):
     """The message of the first known mistake whose output `out` matches, else None."""
     for message, wrong in mistakes:
@@ -498,6 +553,10 @@ _SPECS = {
         ("total", "ce", "ground", "entropy"), ("a scalar",) * 4,
         ("logits", "token_ids", "attention weights", "finding masks"), (0, 2),
         _diagnose_compute_loss),
+    "pointing_game_and_mass": _Spec(
+        lambda r, l: _metrics.pointing_game_and_mass(r, l), _cases_pointing_game_and_mass,
+        ("pointing game", "attention mass"), ("a scalar", "a scalar"), ("rows", "lesions"), (),
+        _mistakes(_POINTING_MISTAKES)),
 }
 assert _SPECS.keys() == EXERCISES.keys()
 
@@ -516,7 +575,8 @@ class _TimeUp(BaseException):
 
 _GUARDED = [(_model, "multi_head_attention"), (_model, "causal_mask"),
             (_loss, "shifted_cross_entropy"), (_loss, "grounding_loss"),
-            (_loss, "attention_entropy"), (_loss, "compute_loss")]
+            (_loss, "attention_entropy"), (_loss, "compute_loss"),
+            (_metrics, "pointing_game_and_mass")]
 _called_references: list = []
 
 
@@ -674,8 +734,9 @@ def _structure_problem(out, spec):
         if not isinstance(item, torch.Tensor):
             what = ("your function returned " + _describe(item) if len(names) == 1
                     else f"you return {_describe(item)} as the {name}")
-            return (f"{what}, expected a torch tensor (keep the result a tensor, so that "
-                    "gradients can flow)")
+            why = " (keep the result a tensor, so that gradients can flow)" if spec.grad_args \
+                else " (e.g. x.mean(), not x.mean().item())"
+            return f"{what}, expected a torch tensor{why}"
     return None
 
 
