@@ -348,6 +348,15 @@ PACKAGE = {"medsight_lab", "ml"}       # what the chapters bind to the package (
     ("from medsight_lab.grading import check", "must not import medsight_lab"),
     ("import medsight_lab.grading.checks as c", "must not import medsight_lab"),
     ("from medsight_lab.reference import compute_loss", "must not import medsight_lab"),
+    # the package's name where it still means the package (a local elsewhere does not help)
+    ("x = ml.metrics", "must not use `ml`"),
+    ("def f(x):\n    return ml.loss.compute_loss(x)", "must not use `ml`"),
+    ("def f(x):\n    global ml\n    return ml.loss", "must not use `ml`"),
+    ("def f(x):\n    ml = x\n    def g():\n        global ml\n        return ml\n    return g()",
+     "must not use `ml`"),
+    ("def f(x, m=ml):\n    return m", "must not use `ml`"),
+    ("def f(x: ml.Tensor):\n    return x", "must not use `ml`"),
+    ("g = [lambda ml: ml, lambda: ml]", "must not use `ml`"),
     ("ml.grading.checks.TIME_LIMIT_S = 1e9", "must not set or delete attributes"),
     ("def f(q, k, v, h):\n    return ml.model.attention(q, k, v)", "must not use `ml`"),
     ("__import__('medsight_lab.grading')", "must not use `__import__`"),
@@ -399,6 +408,10 @@ def test_answer_cells_that_reach_the_grader_package_or_process_are_refused(sourc
     "from __future__ import annotations",
     "def f(x):\n    assert isinstance(x, torch.Tensor), type(x)\n    return x",
     "def f(q, k):\n    return torch.einsum('bhtd,bhnd->bhtn', q, k).softmax(-1) * math.sqrt(2)",
+    # a local variable or parameter that shares a name the chapter binds to the package
+    "def f(rows, lesions):\n    ml = rows.argmax(-1)\n    return ml",
+    "def f(ml):\n    return ml.sum()",
+    "def f(x):\n    ml = x\n    inner = lambda: ml * 2\n    return inner()",
 ])
 def test_ordinary_answer_cells_are_accepted(source):
     assert answer_problem(source, PACKAGE) is None

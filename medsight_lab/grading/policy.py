@@ -8,6 +8,7 @@ passed would be refused).
 from __future__ import annotations
 
 import ast
+import symtable
 
 # What an answer cell may do. An answer computes with tensors; it has no business importing the
 # package, patching other objects or reaching the process and its files. The rules are static (the
@@ -43,6 +44,65 @@ def _python_source(source):
 PACKAGE_NAMES = frozenset({"medsight_lab", "ml"})
 
 
+def _function_scopes(python):
+    """{(name, line): {symbol: "local" | "global" | "free"}} for every def and lambda of the cell,
+    as Python itself resolves them (`symtable`)."""
+    scopes = {}
+
+    def visit(table):
+        if table.get_type() == "function":
+            key = (table.get_name(), table.get_lineno())
+            # Two lambdas on one line cannot be told apart: neither gets locals (refuse, not guess).
+            scopes[key] = {} if key in scopes else {
+                sym.get_name(): "global" if sym.is_global() else "local" if sym.is_local()
+                else "free" for sym in table.get_symbols()}
+        for child in table.get_children():
+            visit(child)
+
+    visit(symtable.symtable(python, "<answer>", "exec"))
+    return scopes
+
+
+def _names_in_scope(tree, scopes):
+    """(Name node, the stack of enclosing function scopes, innermost last) for every name."""
+    def walk(node, stack):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            # Defaults, annotations and decorators run in the enclosing scope; the body in the
+            # function's own.
+            args = node.args
+            every_arg = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+            outer = [*args.defaults, *args.kw_defaults, *getattr(node, "decorator_list", []),
+                     getattr(node, "returns", None),
+                     *(a.annotation for a in every_arg if a is not None)]
+            for child in outer:
+                if child is not None:
+                    yield from walk(child, stack)
+            name = node.name if not isinstance(node, ast.Lambda) else "lambda"
+            inner = [*stack, scopes.get((name, node.lineno), {})]
+            body = node.body if isinstance(node.body, list) else [node.body]
+            for child in body:
+                yield from walk(child, inner)
+            return
+        if isinstance(node, ast.Name):
+            yield node, stack
+        for child in ast.iter_child_nodes(node):
+            yield from walk(child, stack)
+
+    yield from walk(tree, [])
+
+
+def _is_own_local(name, stack):
+    """Whether `name`, read where `stack` says, is a local variable of the answer's own functions
+    (then it is not the package, whatever the chapter binds to that name)."""
+    for scope in reversed(stack):
+        kind = scope.get(name)
+        if kind == "local":
+            return True
+        if kind == "global":
+            return False
+    return False                      # module level: the chapter's binding
+
+
 def answer_problem(source, forbidden_names=PACKAGE_NAMES):
     """Why an answer cell's source may not be graded, or None. `forbidden_names`: the names the
     chapter binds to the package."""
@@ -51,6 +111,7 @@ def answer_problem(source, forbidden_names=PACKAGE_NAMES):
         return "answer cells must not use IPython magics or shell commands (% or !)"
     try:
         tree = ast.parse(python)
+        scopes = _function_scopes(python)
     except SyntaxError:
         return None                    # reported as a syntax error when it runs
     for node in ast.walk(tree):
@@ -72,9 +133,6 @@ def answer_problem(source, forbidden_names=PACKAGE_NAMES):
                 return (f"answer cells may import only {', '.join(sorted(ALLOWED_IMPORTS))}; "
                         f"yours imports {bad[0]}")
         elif isinstance(node, ast.Name):
-            if node.id in forbidden_names:
-                return (f"answer cells must not use `{node.id}` (the course package or its "
-                        "checker): write the exercise yourself with torch")
             if node.id in FORBIDDEN_NAMES or node.id.startswith("__"):
                 return f"answer cells must not use `{node.id}`"
         elif isinstance(node, ast.Attribute):
@@ -88,4 +146,10 @@ def answer_problem(source, forbidden_names=PACKAGE_NAMES):
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
                 and (node.name in forbidden_names or node.name.startswith("__")):
             return f"answer cells must not define `{node.name}`"
+    # A chapter's package name is refused where it means the package: a local variable of the
+    # answer's own function that happens to share the name (`pointing_game = ...`) is fine.
+    for node, stack in _names_in_scope(tree, scopes):
+        if node.id in forbidden_names and not _is_own_local(node.id, stack):
+            return (f"answer cells must not use `{node.id}` (the course package or its "
+                    "checker): write the exercise yourself with torch")
     return None
