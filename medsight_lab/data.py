@@ -147,6 +147,10 @@ class SyntheticRadiologyDataset(Dataset):
     - finding_mask: (max_len, n_patches) float - which patches each token refers to
     - lesion_mask: (n_patches,) float - the finding's patches (all zero for "normal")
     - finding_idx: int, finding_name: str
+
+    `lesion_scale` (default 1) multiplies each lesion's brightening against the same background:
+    below about 0.05 the findings become hard to tell apart, a harder variant for assignments
+    (`benchmarks/bench_difficulty.py` measures how hard).
     """
 
     FINDINGS = FINDINGS
@@ -154,15 +158,20 @@ class SyntheticRadiologyDataset(Dataset):
     LESIONS = LESIONS
     GROUNDED_WORDS = GROUNDED_WORDS
 
-    def __init__(self, n_samples=1000, n_patches=16, d_vision=64, max_len=20, seed=0):
+    def __init__(self, n_samples=1000, n_patches=16, d_vision=64, max_len=20, seed=0,
+                 lesion_scale=1.0):
         _check_positive(n_samples=n_samples, n_patches=n_patches, d_vision=d_vision,
                         max_len=max_len)
+        if not isinstance(lesion_scale, (int, float)) or isinstance(lesion_scale, bool) \
+                or not 0 < lesion_scale <= 10:
+            raise ValueError(f"lesion_scale must be a number in (0, 10], got {lesion_scale!r}")
         largest_patch = max(p for lesion in LESIONS.values() for p, _, _ in lesion)
         if n_patches <= largest_patch:
             raise ValueError(f"n_patches must be at least {largest_patch + 1} to hold every "
                              f"lesion, got {n_patches}")
         self.n_samples, self.n_patches = n_samples, n_patches
         self.d_vision, self.max_len, self.seed = d_vision, max_len, seed
+        self.lesion_scale = lesion_scale
         self.tokenizer = Tokenizer(VOCAB)
         self.vocab_size = len(VOCAB)
         self.word2idx = self.tokenizer.word2idx
@@ -179,7 +188,9 @@ class SyntheticRadiologyDataset(Dataset):
         self.lesion_mask = torch.zeros(n_samples, n_patches)
         for i, k in enumerate(self.finding_idx.tolist()):
             for p, std, shift in LESIONS[k]:
-                self.patches[i, p] += torch.randn(d_vision, generator=gen) * std + shift
+                # lesion_scale < 1 makes a finding fainter against the same background noise
+                self.patches[i, p] += (torch.randn(d_vision, generator=gen) * std + shift) \
+                    * lesion_scale
                 self.lesion_mask[i, p] = 1.0
         self.token_ids = torch.stack([self._report_ids[k] for k in self.finding_idx.tolist()])
         grounded = torch.isin(self.token_ids, grounded_ids).float()             # (n, T)

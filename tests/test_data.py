@@ -96,6 +96,22 @@ def test_lesion_patches_are_brighter(dataset):
     assert norms[dataset.lesion_mask.bool()].mean() > 3 * norms[~dataset.lesion_mask.bool()].mean()
 
 
+def test_lesion_scale_makes_the_findings_fainter_and_leaves_the_rest():
+    default = ml.SyntheticRadiologyDataset(200, seed=4)
+    assert torch.equal(ml.SyntheticRadiologyDataset(200, seed=4, lesion_scale=1.0).patches,
+                       default.patches)
+    faint = ml.SyntheticRadiologyDataset(200, seed=4, lesion_scale=0.1)
+    lesion = default.lesion_mask.bool()
+    # The same findings, reports, masks and background; the lesion's brightening is 10x smaller.
+    assert torch.equal(faint.token_ids, default.token_ids)
+    assert torch.equal(faint.finding_mask, default.finding_mask)
+    assert torch.equal(faint.patches[~lesion], default.patches[~lesion])
+    background = default.patches[~lesion].norm(dim=-1).mean()
+    assert faint.patches[lesion].norm(dim=-1).mean() < 0.5 * default.patches[lesion].norm(
+        dim=-1).mean()
+    assert faint.patches[lesion].norm(dim=-1).mean() > background    # still a little brighter
+
+
 def test_collate_works_with_worker_processes(dataset):
     pickle.dumps(ml.collate)
     loader = DataLoader(Subset(dataset, range(8)), batch_size=4, num_workers=2,
@@ -110,6 +126,10 @@ def test_collate_works_with_worker_processes(dataset):
     ({"n_samples": 10, "d_vision": -1}, "d_vision"),
     ({"n_samples": 10, "n_patches": 8}, "n_patches"),
     ({"n_samples": 10, "max_len": 10}, "max_len=10"),
+    ({"n_samples": 10, "lesion_scale": 0}, "lesion_scale"),
+    ({"n_samples": 10, "lesion_scale": -0.5}, "lesion_scale"),
+    ({"n_samples": 10, "lesion_scale": True}, "lesion_scale"),
+    ({"n_samples": 10, "lesion_scale": "faint"}, "lesion_scale"),
 ])
 def test_bad_sizes_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
