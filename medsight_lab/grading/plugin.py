@@ -241,6 +241,14 @@ def merge(reference, submission):
     return merged, problems
 
 
+def chapter_questions(nb):
+    """A reference chapter's questions (its "## Questions" section), or ""."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and "\n## Questions\n" in cell.source:
+            return cell.source.split("\n## Questions\n", 1)[1].strip()
+    return ""
+
+
 def written_answers(nb, chapter):
     """The submission's answers to the chapter's questions: the text of its written-answer cell
     (nbgrader grade_id "<chapter>_questions"), or a note saying why there is none."""
@@ -291,10 +299,11 @@ class Grader:
 
     def __init__(self, submissions, reference, output, sanitize_file=None):
         self.submissions, self.reference, self.output = submissions, reference, output
-        self.chapters = {}
+        self.chapters, self.questions = {}, {}      # chapter -> its file, its questions' text
         for path in sorted(reference.glob("*.ipynb")):
             nb = nbformat.read(path, as_version=4)
-            self.chapters[nb.metadata.get("medsight_lab", {}).get("chapter", path.stem)] = path
+            chapter = nb.metadata.get("medsight_lab", {}).get("chapter", path.stem)
+            self.chapters[chapter], self.questions[chapter] = path, chapter_questions(nb)
         self.results = {}
         # Read once: nothing a submission does to the file later changes how others are compared.
         self.sanitize_patterns = (get_sanitize_patterns(Path(sanitize_file).read_text())
@@ -321,13 +330,6 @@ class Grader:
             return Submission.from_parent(parent, path=file_path)
         return None
 
-    def questions(self, chapter):
-        """The chapter's questions (the reference's "## Questions" section), or ""."""
-        for cell in nbformat.read(self.chapters[chapter], as_version=4).cells:
-            if cell.cell_type == "markdown" and "\n## Questions\n" in cell.source:
-                return cell.source.split("\n## Questions\n", 1)[1].strip()
-        return ""
-
     def pytest_sessionfinish(self, session, exitstatus):
         results = [self.results[k] for k in sorted(self.results)]
         if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -352,7 +354,7 @@ class Grader:
                 answers.write_text(
                     f"# Written answers in {result.name}\n\nChapter: `{result.chapter}` (the "
                     "answer key ends the chapter in the instructor book)\n\n## Questions\n\n"
-                    f"{self.questions(result.chapter)}\n\n## Answers\n\n{result.written}\n",
+                    f"{self.questions[result.chapter]}\n\n## Answers\n\n{result.written}\n",
                     encoding="utf-8")
 
     def pytest_terminal_summary(self, terminalreporter):
