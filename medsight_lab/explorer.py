@@ -27,6 +27,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
 from .data import GROUNDED_WORDS
+from .model import eval_mode
 
 MODES = {"teacher_forced": "teacher-forced", "generated": "generated (free-running)"}
 DECIMALS = 3                      # attention weights kept in the data: stable across CPU and GPU
@@ -50,27 +51,22 @@ def explorer_data(model, dataset, indices):
     # A Subset has no decode_tokens; its parent dataset does.
     decoder = getattr(dataset, "dataset", dataset)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     samples = []
-    try:
-        with torch.no_grad():
-            for i in indices:
-                item = dataset[i]
-                patches = item["patches"][None].to(device)                      # (1, N, d)
-                _, attn = model(patches, item["token_ids"][None].to(device))    # L x (1, H, T, N)
-                generated = model.generate(patches)
-                lesion = [int(v > 0.5) for v in item["lesion_mask"].tolist()]
-                samples.append({
-                    "index": int(i),
-                    "finding_name": item["finding_name"],
-                    "lesion_mask": lesion,
-                    "teacher_forced": _mode_view(decoder, item["token_ids"], attn, any(lesion)),
-                    "generated": _mode_view(decoder, generated.token_ids[0],
-                                            generated.cross_attention, any(lesion)),
-                })
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for i in indices:
+            item = dataset[i]
+            patches = item["patches"][None].to(device)                      # (1, N, d)
+            _, attn = model(patches, item["token_ids"][None].to(device))    # L x (1, H, T, N)
+            generated = model.generate(patches)
+            lesion = [int(v > 0.5) for v in item["lesion_mask"].tolist()]
+            samples.append({
+                "index": int(i),
+                "finding_name": item["finding_name"],
+                "lesion_mask": lesion,
+                "teacher_forced": _mode_view(decoder, item["token_ids"], attn, any(lesion)),
+                "generated": _mode_view(decoder, generated.token_ids[0],
+                                        generated.cross_attention, any(lesion)),
+            })
     return {"n_layers": len(attn), "n_heads": int(attn[0].shape[1]), "samples": samples}
 
 

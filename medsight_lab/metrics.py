@@ -18,6 +18,7 @@ from collections import Counter
 import torch
 
 from .data import FINDINGS, GROUNDED_WORDS, PAD_ID, VOCAB, Tokenizer, as_batch
+from .model import eval_mode
 
 FINDING_NAMES = [name for name, _ in FINDINGS.values()]
 
@@ -215,20 +216,18 @@ def evaluate(model, dataset, batch_size=500, num_beams=1) -> dict:
     `grounding_scores` on the generated reports, and teacher_forced_token_accuracy (diagnostic).
     """
     _check_model_matches(model, len(dataset))
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     data = as_batch(dataset, device)
-    generated, attn, labels = free_running(model, data["patches"], batch_size, num_beams)
-    # Teacher-forced token accuracy, the diagnostic: the true report goes in.
-    tf_correct = tf_total = 0
-    for start in range(0, len(dataset), batch_size):
-        targets = data["token_ids"][start:start + batch_size]
-        logits, _ = model(data["patches"][start:start + batch_size], targets)
-        predicted, wanted = logits[:, :-1].argmax(-1), targets[:, 1:]
-        tf_correct += ((predicted == wanted) & (wanted != PAD_ID)).sum().item()
-        tf_total += (wanted != PAD_ID).sum().item()
-    model.train(was_training)
+    with eval_mode(model):
+        generated, attn, labels = free_running(model, data["patches"], batch_size, num_beams)
+        # Teacher-forced token accuracy, the diagnostic: the true report goes in.
+        tf_correct = tf_total = 0
+        for start in range(0, len(dataset), batch_size):
+            targets = data["token_ids"][start:start + batch_size]
+            logits, _ = model(data["patches"][start:start + batch_size], targets)
+            predicted, wanted = logits[:, :-1].argmax(-1), targets[:, 1:]
+            tf_correct += ((predicted == wanted) & (wanted != PAD_ID)).sum().item()
+            tf_total += (wanted != PAD_ID).sum().item()
 
     metrics = {"n_samples": len(dataset)}
     metrics.update(report_scores(generated.cpu(), data["token_ids"].cpu(), labels,

@@ -8,6 +8,7 @@ written out so that its weights are returned, as in The Annotated Transformer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -258,6 +259,18 @@ class GroundedReportVLM(nn.Module):
         """Write reports for a batch of images; see `medsight_lab.generation.generate`."""
         return generation.generate(self, image_patches, max_len=max_len, num_beams=num_beams,
                                    length_penalty=length_penalty)
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run the block with `model` in eval mode, then put back the mode it had (even on an error):
+    measuring a model must not switch its dropout or normalisation behind the caller's back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()

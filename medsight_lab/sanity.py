@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 
 from .data import SyntheticRadiologyDataset, as_batch
 from .metrics import finding_accuracy, free_running, grounded_token_ids, grounding_scores
-from .model import GroundedReportVLM
+from .model import GroundedReportVLM, eval_mode
 
 # The dataset's background: every patch starts as N(0, 0.3^2) noise before a lesion brightens it
 # (see SyntheticRadiologyDataset). Deleted patches are replaced by fresh draws of the same noise.
@@ -50,12 +50,8 @@ def _device(model):
 
 
 def _in_eval_mode(model, fn):
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return fn()
-    finally:
-        model.train(was_training)
 
 
 # -- grounding of the true reports ---------------------------------------------------------------

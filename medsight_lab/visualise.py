@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from .data import GROUNDED_WORDS, Tokenizer
+from .model import eval_mode
 
 IMAGE_CMAP = "cividis"
 ATTENTION_CMAP = "viridis"
@@ -373,17 +374,13 @@ def findings_overview_row(model, dataset, index, teacher_forced=False, label=Non
     sample = dataset[index]
     device = next(model.parameters()).device
     patches = sample["patches"][None].to(device)                               # (1, N, d)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if teacher_forced:
             ids = sample["token_ids"]
             _, attn = model(patches, ids[None].to(device))
         else:
             out = model.generate(patches)
             ids, attn = out.token_ids[0], out.cross_attention
-    finally:
-        model.train(was_training)
     tokens = Tokenizer().decode_tokens(ids.cpu())
     has_lesion = bool(sample["lesion_mask"].any())
     return {"finding_name": label or sample["finding_name"],
