@@ -14,8 +14,9 @@ def test_maps_are_distributions_on_the_expected_patch():
     assert torch.allclose(baselines.uniform_map(patches), torch.full((2, 4), 0.25))
     reference = torch.zeros(5, 4, 3)
     reference[:, 2] = 5.0                    # patch 2 is always bright: not unusual there
+    patches[0, 3] = 2.0                      # image 0: patch 3 is unusual, its patch 2 is not
     unusual = baselines.unusual_patch_map(patches, reference)
-    assert unusual[0].argmax() == 2 and unusual[1].argmax() == 2   # the missing brightness
+    assert unusual[0].argmax() == 3 and unusual[1].argmax() == 2   # image 1 lacks the usual brightness
     assert torch.allclose(unusual.sum(-1), torch.ones(2))
 
 
