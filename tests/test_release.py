@@ -192,7 +192,15 @@ def test_the_edition_carries_the_package_students_install(edition):
         copy = edition / path.relative_to(ROOT)
         assert copy.read_bytes() == path.read_bytes(), copy
     assert (edition / "pyproject.toml").read_bytes() == (ROOT / "pyproject.toml").read_bytes()
-    assert "pip install -e ." in (edition / "README.md").read_text()
+    readme = (edition / "README.md").read_text()
+    assert 'pip install -e ".[student]"' in readme
+    # What the README promises a student installs is what the extra holds; grading is not in it.
+    import tomllib
+    extras = tomllib.loads((edition / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert {"jupyterlab", "jupyterlab-myst"} <= set(extras["student"])
+    assert not {"pytest", "nbval"} & set(extras["student"])
+    assert "pytest, nbval" in readme and "are the instructor's" in readme
     # pip can read the edition as a project (offline: no build isolation, nothing installed).
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
                            "--no-build-isolation", "--no-index", str(edition)],

@@ -59,9 +59,15 @@ With Python 3.10 or newer, from this folder:
 ```bash
 python -m venv .venv
 . .venv/bin/activate                 # on Windows: .venv\\Scripts\\activate
-pip install -e . jupyterlab          # the course package, medsight_lab, and JupyterLab
+pip install -e ".[student]"          # the course package, medsight_lab, JupyterLab and jupyterlab-myst
 jupyter lab notebooks/
 ```
+
+That is all a student installs: `medsight_lab` (with PyTorch, NumPy, Matplotlib, ipywidgets),
+JupyterLab, and `jupyterlab-myst`, which renders the course's exercise boxes, formulas and
+citations in JupyterLab. (The notebooks also read cleanly without it, e.g. in Notebook 7, VS Code
+or Colab: this edition writes them in plain Markdown.) Grading tools (pytest, nbval, the grading
+plugin) are the instructor's; you do not need them.
 
 On a machine without a GPU, install the CPU build of PyTorch first, so that pip does not fetch a
 large CUDA build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`.
