@@ -6,7 +6,10 @@
 In each notebook an answer cell keeps its signature and docstring and the region between
 `### BEGIN SOLUTION` and `### END SOLUTION` becomes `raise NotImplementedError(...)`; check cells
 lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region; every output is cleared and
-only metadata that cannot hold solution text is kept. Running it twice gives identical bytes.
+only metadata that cannot hold solution text is kept; MyST-only markup in the markdown cells becomes
+plain Markdown (`plain_markdown.py`), since students read the notebooks in Jupyter front-ends
+that may not render MyST (the HTML book is built from the MyST cells). Running it twice gives
+identical bytes.
 Before returning, the notebooks and the HTML are searched for the solution lines.
 
 The edition also carries the course package (`medsight_lab/` and `pyproject.toml`), so that
@@ -29,6 +32,8 @@ from pathlib import Path
 
 import nbformat
 import yaml
+
+from .plain_markdown import load_bibliography, plain_notebook
 
 SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
@@ -315,11 +320,12 @@ def release(source="notebooks", out="_build/student", build_html=True,
     for old in ("notebooks", "book", "_build", "medsight_lab"):
         shutil.rmtree(out / old, ignore_errors=True)
     (out / "notebooks").mkdir(parents=True)
-    secrets = []
+    secrets, editions = [], {}
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         secrets += secret_lines(nb)
-        nbformat.write(student_notebook(nb, path.name), out / "notebooks" / path.name)
+        editions[path.name] = student_notebook(nb, path.name)
+        nbformat.write(editions[path.name], out / "notebooks" / path.name)
     (out / "README.md").write_text(README)
     for name in PACKAGE_FILES:
         if (package_root / name).is_dir():
@@ -328,7 +334,14 @@ def release(source="notebooks", out="_build/student", build_html=True,
         else:
             shutil.copy2(package_root / name, out / name)
     if build_html:
+        # The book is built from the MyST cells: Sphinx renders them (numbered exercise boxes,
+        # linked citations, the bibliography page), which plain Markdown would lose.
         _build_html(project, out, repository_url)
+    # The notebooks students open are plain Markdown, readable wherever MyST is not rendered.
+    bib = project / "book" / "references.bib"
+    bibliography = load_bibliography(bib) if bib.is_file() else {}
+    for name, nb in editions.items():
+        nbformat.write(plain_notebook(nb, bibliography), out / "notebooks" / name)
     leaks = find_leaks(out, secrets, skip=PACKAGE_FILES)
     if leaks:
         raise ReleaseError("solution text in the student edition: " + "; ".join(
