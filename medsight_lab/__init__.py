@@ -5,7 +5,7 @@ then visualise / explorer for figures, and grading for the course's exercises.
 """
 
 from .data import (FINDINGS, GROUNDED_WORDS, VOCAB, SyntheticRadiologyDataset, Tokenizer,
-                   as_batch, collate)
+                   as_batch, collate, finding_masks)
 from .generation import GenerationOutput, generate
 from .loss import attention_entropy, compute_loss, grounding_loss, shifted_cross_entropy
 from .metrics import corpus_bleu, evaluate, grounding_scores, label_report
@@ -16,7 +16,7 @@ from .training import load_checkpoint, pick_device, save_checkpoint, set_seed, t
 __version__ = "0.1.0"
 __all__ = [
     "FINDINGS", "GROUNDED_WORDS", "VOCAB", "SyntheticRadiologyDataset", "Tokenizer", "as_batch",
-    "collate", "GenerationOutput", "generate", "attention_entropy", "compute_loss",
+    "collate", "finding_masks", "GenerationOutput", "generate", "attention_entropy", "compute_loss",
     "grounding_loss", "shifted_cross_entropy", "corpus_bleu", "evaluate", "grounding_scores",
     "label_report", "GroundedReportVLM", "ModelConfig", "causal_mask", "future_leak",
     "multi_head_attention", "load_checkpoint", "pick_device", "save_checkpoint", "set_seed",

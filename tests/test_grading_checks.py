@@ -70,7 +70,24 @@ def pointing_game_and_mass(rows, lesions):
     return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()
 
 
-RIGHT = {"cross_attention": cross_attention, "causal_mask": causal_attention_weights,
+def finding_masks(token_ids, lesion_mask, grounded_ids, shift=0, every_word=False):
+    grounded = (token_ids > 2) if every_word else torch.isin(token_ids, grounded_ids)
+    if shift:
+        grounded = torch.cat([grounded[:, 1:], torch.zeros_like(grounded[:, :1])], dim=1)
+    return grounded.float()[:, :, None] * lesion_mask[:, None, :]
+
+
+def finding_masks_loop(token_ids, lesion_mask, grounded_ids):
+    B, T = token_ids.shape
+    masks = torch.zeros(B, T, lesion_mask.shape[1])
+    for b in range(B):
+        for t in range(T):
+            if int(token_ids[b, t]) in grounded_ids.tolist():
+                masks[b, t] = lesion_mask[b]
+    return masks
+
+
+RIGHT = {"finding_masks": finding_masks, "cross_attention": cross_attention, "causal_mask": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass}
@@ -86,6 +103,7 @@ def test_the_right_answer_passes(exercise, suite):
 
 
 def test_other_right_answers_pass():
+    assert run_check("finding_masks", finding_masks_loop, "hidden").passed
     large_negative = lambda s: causal_attention_weights(s, fill=-1e9)  # noqa: E731
     assert run_check("causal_mask", large_negative, "hidden").passed
     entr = lambda a: torch.special.entr(a[-1].mean(1)).sum(-1).mean()  # noqa: E731
@@ -150,6 +168,24 @@ def _weighted_terms(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
 
 
 WRONG = [
+    # finding_masks
+    ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g, every_word=True),
+     "you ground every word of the report"),
+    ("finding_masks", "visible",
+     lambda t, l, g: torch.ones_like(t).float()[:, :, None] * l[:, None, :],
+     "<bos>, <eos> and <pad> included"),
+    ("finding_masks", "visible",
+     lambda t, l, g: (~torch.isin(t, g)).float()[:, :, None] * l[:, None, :],
+     "you mark the tokens that are NOT grounded words"),
+    ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g, shift=1),
+     "your rows are shifted by one"),
+    ("finding_masks", "visible",
+     lambda t, l, g: torch.isin(t, g).float()[:, :, None].expand(-1, -1, l.shape[1]),
+     "a grounded word's row is all ones"),
+    ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g).transpose(1, 2),
+     "the axes are swapped"),
+    ("finding_masks", "visible", lambda t, l, g: torch.isin(t, g).float(),
+     "shape of the mask: (6, 20), expected (B, T, N) = (6, 20, 16)"),
     # pointing_game_and_mass
     ("pointing_game_and_mass", "visible",
      lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),
@@ -324,7 +360,8 @@ def test_a_wrong_answer_fails_with_its_diagnosis(exercise, suite, answer, words)
 
 def test_every_known_mistake_is_exercised():
     """The tables of known mistakes and this test's wrong answers cover each other."""
-    tables = {"cross_attention": checks._CROSS_ATTENTION_MISTAKES,
+    tables = {"finding_masks": checks._FINDING_MASK_MISTAKES,
+              "cross_attention": checks._CROSS_ATTENTION_MISTAKES,
               "causal_mask": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
               "grounding_loss": checks._GROUNDING_MISTAKES,
               "attention_entropy": checks._ENTROPY_MISTAKES,
@@ -348,6 +385,7 @@ def test_an_unknown_wrong_answer_names_the_case():
 # -- calling the package's own implementation --------------------------------------------------
 
 @pytest.mark.parametrize("exercise, answer, name", [
+    ("finding_masks", ml.finding_masks, "finding_masks"),
     ("compute_loss", ml.compute_loss, "compute_loss"),
     ("compute_loss", lambda *a, **k: ml.loss.compute_loss(*a, **k), "compute_loss"),
     ("shifted_cross_entropy", ml.shifted_cross_entropy, "shifted_cross_entropy"),

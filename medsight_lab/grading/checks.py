@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import data as _data
 from .. import loss as _loss
 from .. import metrics as _metrics
 from .. import model as _model
@@ -48,6 +49,7 @@ class Exercise:
 
 
 EXERCISES = {
+    "finding_masks": Exercise("finding_masks", 2, "01_dataset"),
     "cross_attention": Exercise("cross_attention", 2, "02_architecture"),
     "causal_mask": Exercise("causal_attention_weights", 1, "02_architecture"),
     "shifted_cross_entropy": Exercise("shifted_cross_entropy", 2, "03_loss"),
@@ -208,6 +210,46 @@ def _grounding_rows(seed, M=6, N=16, sharp=3.0, sizes=(2, 3, 4), one_hot=False):
         inside, outside = lesions[0].argmax(), (1 - lesions[1]).argmax()
         rows[0], rows[1] = F.one_hot(inside, N).float(), F.one_hot(outside, N).float()
     return rows, lesions
+
+
+def _mask_inputs(seed, B=4, T=9, N=16, G=5, V=20, normal_rows=(0,), reports=False):
+    """(token_ids, lesion_mask, grounded_ids): random ids (or the course's reports) with
+    <bos>/<eos>/<pad>, lesions of 1-4 patches, and images without a lesion at `normal_rows`."""
+    g = torch.Generator().manual_seed(seed)
+    if reports:
+        ds = _data.SyntheticRadiologyDataset(B, n_patches=N, max_len=T, seed=seed)
+        return ds.token_ids.clone(), ds.lesion_mask.clone(), ds.grounded_ids.clone()
+    token_ids = torch.randint(3, V, (B, T), generator=g)
+    token_ids[:, 0] = 1                                               # <bos>
+    for b in range(B):
+        end = int(torch.randint(2, T + 1, (1,), generator=g))
+        if end < T:
+            token_ids[b, end - 1], token_ids[b, end:] = 2, 0          # <eos>, then <pad>
+    lesion_mask = torch.zeros(B, N)
+    for b in range(B):
+        if b not in normal_rows:
+            size = int(torch.randint(1, 5, (1,), generator=g))
+            lesion_mask[b, torch.randperm(N, generator=g)[:size]] = 1.0
+    grounded_ids = torch.randperm(V - 3, generator=g)[:G] + 3
+    return token_ids, lesion_mask, grounded_ids
+
+
+def _cases_finding_masks(suite):
+    if suite == "visible":
+        return [Case("the course's reports (4 images, one of them normal)",
+                     _mask_inputs(0, B=6, T=20, reports=True)),
+                Case("random reports with 5 grounded words", _mask_inputs(1)),
+                Case("a batch with two normal images", _mask_inputs(2, normal_rows=(1, 3)))]
+    return _hidden_finding_masks()
+
+
+def _hidden_finding_masks():
+    return [Case("fresh random reports", _mask_inputs(10, B=8, T=12, N=9, G=7, V=30)),
+            Case("the course's reports", _mask_inputs(11, B=12, T=20, reports=True)),
+            Case("a single image (B=1)", _mask_inputs(12, B=1, normal_rows=())),
+            Case("no grounded words", _mask_inputs(13, G=0)),
+            Case("every word grounded", _mask_inputs(14, V=8, G=5)),
+            Case("more patches than tokens (N > T)", _mask_inputs(15, T=5, N=25))]
 
 
 def _cases_pointing_game_and_mass(suite):
@@ -456,6 +498,32 @@ _POINTING_MISTAKES = [
 ]
 
 
+def _masks(token_ids, lesion_mask, grounded, shift=0):
+    """finding_masks from a (B, T) grounded-token indicator, rows optionally shifted by one."""
+    grounded = grounded.float()
+    if shift:                           # row t marked when token t + shift is grounded
+        grounded = torch.cat([grounded[:, shift:], torch.zeros_like(grounded[:, :shift])], 1)
+    return grounded[:, :, None] * lesion_mask[:, None, :]
+
+
+_FINDING_MASK_MISTAKES = [
+    ("you ground every word of the report (every id above the special tokens), as the reference "
+     "did: only the tokens whose id is in grounded_ids get a mask row",
+     lambda t, l, g: _masks(t, l, t > 2)),
+    ("you ground every token, <bos>, <eos> and <pad> included: only the tokens whose id is in "
+     "grounded_ids get a mask row", lambda t, l, g: _masks(t, l, torch.ones_like(t))),
+    ("you mark the tokens that are NOT grounded words: a row gets the lesion mask when its token "
+     "is in grounded_ids", lambda t, l, g: _masks(t, l, ~torch.isin(t, g))),
+    ("your rows are shifted by one: row t belongs to the token read at position t "
+     "(token_ids[:, t]), not to the token it predicts",
+     lambda t, l, g: _masks(t, l, torch.isin(t, g), shift=1)),
+    ("a grounded word's row is all ones: it must be the image's lesion mask (so all zeros for an "
+     "image without a lesion)", lambda t, l, g: _masks(t, torch.ones_like(l), torch.isin(t, g))),
+    ("the axes are swapped: the mask is (B, T, N), one row per token and one column per patch",
+     lambda t, l, g: _masks(t, l, torch.isin(t, g)).transpose(1, 2)),
+]
+
+
 def _mistake(mistakes, out, reference, args, kwargs=None):
     """The message of the first known mistake whose output `out` matches, else None."""
     for message, wrong in mistakes:
@@ -530,6 +598,10 @@ def _mistakes(table):
 
 
 _SPECS = {
+    "finding_masks": _Spec(
+        lambda t, l, g: _data.finding_masks(t, l, g), _cases_finding_masks, ("mask",),
+        ("(B, T, N)",), ("token_ids", "lesion_mask", "grounded_ids"), (),
+        _mistakes(_FINDING_MASK_MISTAKES)),
     "cross_attention": _Spec(
         lambda q, k, v, h: _model.multi_head_attention(q, k, v, h), _cases_cross_attention,
         ("context", "weights"), ("(B, T, D)", "(B, H, T, N)"),
@@ -573,7 +645,7 @@ class _TimeUp(BaseException):
     """A BaseException, so that a student's `except Exception` cannot swallow it."""
 
 
-_GUARDED = [(_model, "multi_head_attention"), (_model, "causal_mask"),
+_GUARDED = [(_data, "finding_masks"), (_model, "multi_head_attention"), (_model, "causal_mask"),
             (_loss, "shifted_cross_entropy"), (_loss, "grounding_loss"),
             (_loss, "attention_entropy"), (_loss, "compute_loss"),
             (_metrics, "pointing_game_and_mass")]
