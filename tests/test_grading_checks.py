@@ -87,7 +87,46 @@ def finding_masks_loop(token_ids, lesion_mask, grounded_ids):
     return masks
 
 
-RIGHT = {"finding_masks": finding_masks, "cross_attention": cross_attention, "causal_mask": causal_attention_weights,
+def greedy_decode(model, image_patches, max_len, after_eos="pad", start=True, prefix=False,
+                  stop_when=all, steps=None):
+    cfg = model.config
+    B = image_patches.shape[0]
+    steps = max_len - 1 if steps is None else steps
+    with torch.no_grad():
+        image_kv = model.encode_image(image_patches)
+        tokens = torch.full((B, steps + 1), cfg.pad_id, dtype=torch.long)
+        tokens[:, 0] = cfg.bos_id
+        caches = [[] for _ in range(cfg.num_layers)]
+        done = torch.zeros(B, dtype=torch.bool)
+        for t in range(steps):
+            fed = tokens[:, :t + 1] if prefix else tokens[:, t:t + 1]
+            logits, _ = model.decode(fed, image_kv, start=(0 if prefix else t) if start else 0,
+                                     caches=caches)
+            token = logits[:, -1].argmax(-1)
+            if after_eos != "keep":
+                token = torch.where(done, cfg.pad_id if after_eos == "pad" else cfg.eos_id,
+                                    token)
+            tokens[:, t + 1] = token
+            done = done | (token == cfg.eos_id)
+            if stop_when(done.tolist()):
+                break
+    return tokens
+
+
+def greedy_decode_without_cache(model, image_patches, max_len):
+    """Right too, only slower: the whole prefix through model() at every step."""
+    cfg = model.config
+    tokens = torch.full((image_patches.shape[0], 1), cfg.bos_id)
+    done = torch.zeros(len(tokens), dtype=torch.bool)
+    for _ in range(max_len - 1):
+        logits, _ = model(image_patches, tokens)
+        token = torch.where(done, cfg.pad_id, logits[:, -1].argmax(-1))
+        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        done = done | (token == cfg.eos_id)
+    return tokens
+
+
+RIGHT = {"finding_masks": finding_masks, "greedy_decode": greedy_decode, "cross_attention": cross_attention, "causal_mask": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass}
@@ -104,6 +143,7 @@ def test_the_right_answer_passes(exercise, suite):
 
 def test_other_right_answers_pass():
     assert run_check("finding_masks", finding_masks_loop, "hidden").passed
+    assert run_check("greedy_decode", greedy_decode_without_cache, "hidden").passed
     large_negative = lambda s: causal_attention_weights(s, fill=-1e9)  # noqa: E731
     assert run_check("causal_mask", large_negative, "hidden").passed
     entr = lambda a: torch.special.entr(a[-1].mean(1)).sum(-1).mean()  # noqa: E731
@@ -168,6 +208,23 @@ def _weighted_terms(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
 
 
 WRONG = [
+    # greedy_decode
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n, after_eos="keep"),
+     "a report goes on after its <eos>"),
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n, after_eos="eos"),
+     "a finished report is filled with <eos>"),
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n, stop_when=any),
+     "you stop when the first report ends"),
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n, start=False),
+     "every step is decoded at position 0"),
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n, prefix=True),
+     "you feed the whole prefix while the cache keeps"),
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n)[:, 1:],
+     "the reports lack their <bos>"),
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n, steps=n),
+     "one token too long"),
+    ("greedy_decode", "visible", lambda m, p, n: greedy_decode(m, p, n).tolist(),
+     "your function returned a list of 6, expected a torch tensor"),
     # finding_masks
     ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g, every_word=True),
      "you ground every word of the report"),
@@ -361,6 +418,7 @@ def test_a_wrong_answer_fails_with_its_diagnosis(exercise, suite, answer, words)
 def test_every_known_mistake_is_exercised():
     """The tables of known mistakes and this test's wrong answers cover each other."""
     tables = {"finding_masks": checks._FINDING_MASK_MISTAKES,
+              "greedy_decode": checks._GREEDY_MISTAKES,
               "cross_attention": checks._CROSS_ATTENTION_MISTAKES,
               "causal_mask": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
               "grounding_loss": checks._GROUNDING_MISTAKES,
@@ -386,6 +444,8 @@ def test_an_unknown_wrong_answer_names_the_case():
 
 @pytest.mark.parametrize("exercise, answer, name", [
     ("finding_masks", ml.finding_masks, "finding_masks"),
+    ("greedy_decode", lambda m, p, n: m.generate(p, n).token_ids, "generate"),
+    ("greedy_decode", lambda m, p, n: ml.generate(m, p, n).token_ids, "generate"),
     ("compute_loss", ml.compute_loss, "compute_loss"),
     ("compute_loss", lambda *a, **k: ml.loss.compute_loss(*a, **k), "compute_loss"),
     ("shifted_cross_entropy", ml.shifted_cross_entropy, "shifted_cross_entropy"),

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as _data
+from .. import generation as _generation
 from .. import loss as _loss
 from .. import metrics as _metrics
 from .. import model as _model
@@ -56,6 +57,7 @@ EXERCISES = {
     "grounding_loss": Exercise("grounding_loss", 2, "03_loss"),
     "attention_entropy": Exercise("attention_entropy", 1, "03_loss"),
     "compute_loss": Exercise("compute_loss", 3, "03_loss"),
+    "greedy_decode": Exercise("greedy_decode", 2, "04_training"),
     "pointing_game_and_mass": Exercise("pointing_game_and_mass", 2, "05_evaluation"),
 }
 
@@ -250,6 +252,42 @@ def _hidden_finding_masks():
             Case("no grounded words", _mask_inputs(13, G=0)),
             Case("every word grounded", _mask_inputs(14, V=8, G=5)),
             Case("more patches than tokens (N > T)", _mask_inputs(15, T=5, N=25))]
+
+
+def _decoding_inputs(seed, B=6, max_len=10, layers=2, eos_boost=2.0, N=16):
+    """(model, image_patches, max_len): a small random model whose weights are scaled up so that
+    its reports differ from image to image, and whose <eos> is likely enough that some reports
+    end early and others run to max_len. The global random state is left alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = _model.GroundedReportVLM(d_vision=16, d_model=32, num_heads=4, num_layers=layers,
+                                         vocab_size=36, max_len=12, n_patches=N).eval()
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.mul_(3.0)
+        model.output_head.bias[model.config.eos_id] += eos_boost
+        # Never <pad> mid-report (a trained model does not write it): model() would mask such a
+        # key and the cache would not, and both answers are right.
+        model.output_head.bias[model.config.pad_id] -= 100.0
+    patches = torch.randn(B, N, 16, generator=torch.Generator().manual_seed(seed)) * 2
+    return model, patches, max_len
+
+
+def _cases_greedy_decode(suite):
+    if suite == "visible":
+        return [Case("6 images, reports ending at different steps", _decoding_inputs(1)),
+                Case("6 images, max_len=12", _decoding_inputs(2, max_len=12)),
+                Case("a single image (B=1)", _decoding_inputs(3, B=1, eos_boost=0.0))]
+    return _hidden_greedy_decode()
+
+
+def _hidden_greedy_decode():
+    return [Case("fresh random images", _decoding_inputs(11, B=9)),
+            Case("a model with one layer", _decoding_inputs(12, layers=1)),
+            Case("max_len=2 (one step)", _decoding_inputs(13, max_len=2)),
+            Case("a model with <eos> made more likely", _decoding_inputs(14, eos_boost=6.0)),
+            Case("a model with <eos> made less likely", _decoding_inputs(15, eos_boost=-6.0)),
+            Case("9 patches per image", _decoding_inputs(16, N=9))]
 
 
 def _cases_pointing_game_and_mass(suite):
@@ -524,6 +562,52 @@ _FINDING_MASK_MISTAKES = [
 ]
 
 
+@torch.no_grad()
+def _greedy_variant(model, patches, max_len, after_eos="pad", start=True, prefix=False,
+                    stop="all", bos=True, steps=None):
+    """Greedy decoding with the key/value cache, with one deliberate mistake switched on."""
+    cfg = model.config
+    B = patches.shape[0]
+    image_kv = model.encode_image(patches)
+    steps = max_len - 1 if steps is None else steps
+    tokens = torch.full((B, steps + 1), cfg.pad_id, dtype=torch.long)
+    tokens[:, 0] = cfg.bos_id
+    caches = [[] for _ in range(cfg.num_layers)]
+    finished = torch.zeros(B, dtype=torch.bool)
+    for t in range(steps):
+        fed = tokens[:, :t + 1] if prefix else tokens[:, t:t + 1]
+        logits, _ = model.decode(fed, image_kv, start=(0 if prefix else t) if start else 0,
+                                 caches=caches)
+        next_token = logits[:, -1].argmax(-1)
+        if after_eos != "keep":
+            next_token = torch.where(finished, cfg.pad_id if after_eos == "pad" else cfg.eos_id,
+                                     next_token)
+        tokens[:, t + 1] = next_token
+        finished |= next_token == cfg.eos_id
+        if (finished.any() if stop == "any" else finished.all()):
+            break
+    return tokens if bos else tokens[:, 1:]
+
+
+_GREEDY_MISTAKES = [
+    ("a report goes on after its <eos>: once a row has written <eos>, the rest of it is <pad>",
+     lambda m, p, n: _greedy_variant(m, p, n, after_eos="keep")),
+    ("a finished report is filled with <eos>: after the first <eos> come <pad> tokens",
+     lambda m, p, n: _greedy_variant(m, p, n, after_eos="eos")),
+    ("you stop when the first report ends: stop when every report has ended (or at max_len)",
+     lambda m, p, n: _greedy_variant(m, p, n, stop="any")),
+    ("every step is decoded at position 0: pass start=t, so that token t gets position t's "
+     "embedding", lambda m, p, n: _greedy_variant(m, p, n, start=False)),
+    ("you feed the whole prefix while the cache keeps the earlier positions too: with the cache, "
+     "feed only the newest token (tokens[:, t:t + 1]) at start=t",
+     lambda m, p, n: _greedy_variant(m, p, n, prefix=True)),
+    ("the reports lack their <bos>: return the whole (B, max_len) buffer, starting with <bos>",
+     lambda m, p, n: _greedy_variant(m, p, n, bos=False)),
+    ("your reports are one token too long: max_len counts every token, <bos> included, so "
+     "there are max_len - 1 steps", lambda m, p, n: _greedy_variant(m, p, n, steps=n)),
+]
+
+
 def _mistake(mistakes, out, reference, args, kwargs=None):
     """The message of the first known mistake whose output `out` matches, else None."""
     for message, wrong in mistakes:
@@ -591,6 +675,7 @@ class _Spec:
     inputs: tuple           # the arguments' names, for messages
     grad_args: tuple        # indices of the arguments whose gradients are compared
     diagnose: Callable      # (out, expected, args, kwargs) -> a known mistake's message, or None
+    may_call: tuple = ()    # guarded package functions the answer may reach (e.g. via model())
 
 
 def _mistakes(table):
@@ -625,6 +710,10 @@ _SPECS = {
         ("total", "ce", "ground", "entropy"), ("a scalar",) * 4,
         ("logits", "token_ids", "attention weights", "finding masks"), (0, 2),
         _diagnose_compute_loss),
+    "greedy_decode": _Spec(
+        lambda m, p, n: _generation.generate(m, p, max_len=n).token_ids, _cases_greedy_decode,
+        ("token ids",), ("(B, max_len)",), ("model", "image_patches", "max_len"), (),
+        _mistakes(_GREEDY_MISTAKES), may_call=("causal_mask",)),   # model.forward masks with it
     "pointing_game_and_mass": _Spec(
         lambda r, l: _metrics.pointing_game_and_mass(r, l), _cases_pointing_game_and_mass,
         ("pointing game", "attention mass"), ("a scalar", "a scalar"), ("rows", "lesions"), (),
@@ -648,7 +737,9 @@ class _TimeUp(BaseException):
 _GUARDED = [(_data, "finding_masks"), (_model, "multi_head_attention"), (_model, "causal_mask"),
             (_loss, "shifted_cross_entropy"), (_loss, "grounding_loss"),
             (_loss, "attention_entropy"), (_loss, "compute_loss"),
-            (_metrics, "pointing_game_and_mass")]
+            (_metrics, "pointing_game_and_mass"), (_generation, "generate"),
+            (_generation, "_greedy"), (_generation, "beam_search"),
+            (_model.GroundedReportVLM, "generate")]
 _called_references: list = []
 
 
@@ -663,12 +754,15 @@ def _tripwire(*args, **kwargs):
 
 
 @contextlib.contextmanager
-def _references_switched_off():
-    """Swap the code of the package's exercise functions for the tripwire. Swapping `__code__`
-    (not the module attribute) catches every alias: `f = ml.compute_loss`, `from ... import`."""
+def _references_switched_off(may_call=()):
+    """Swap the code of the package's exercise functions (except `may_call`) for the tripwire.
+    Swapping `__code__` (not the module attribute) catches every alias: `f = ml.compute_loss`,
+    `from ... import`."""
     saved = []
     try:
         for module, name in _GUARDED:
+            if name in may_call:
+                continue
             fn = getattr(module, name)
             saved.append((fn, fn.__code__))
             fn.__code__ = _tripwire.__code__.replace(co_name=name)
@@ -764,13 +858,14 @@ def _not_implemented(err, fn):
     return NOT_IMPLEMENTED
 
 
-def _call(fn, args, kwargs, label):
+def _call(fn, args, kwargs, label, may_call=()):
     """Run the student's function with its printing silenced and the references switched off.
     Returns (output, problem); problem is None or a short message."""
     del _called_references[:]
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings(), _references_switched_off(), _time_limit(TIME_LIMIT_S):
+                warnings.catch_warnings(), _references_switched_off(may_call), \
+                _time_limit(TIME_LIMIT_S):
             warnings.simplefilter("ignore")
             out = fn(*args, **kwargs)
     except _TimeUp:
@@ -882,7 +977,7 @@ def _judge(spec, fn, case):
     """None if `fn` is right on `case`, else the problem in words."""
     expected = spec.reference(*_clone(case.args), **case.kwargs)
     args = _clone(case.args, requires_grad=case.grad)
-    out, problem = _call(fn, args, case.kwargs, case.label)
+    out, problem = _call(fn, args, case.kwargs, case.label, spec.may_call)
     if problem:
         return problem
     problem = _structure_problem(out, spec)
