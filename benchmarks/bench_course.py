@@ -1,6 +1,6 @@
 """How long the course takes on this machine: each chapter, the nbval suite, the book build.
 
-    python benchmarks/bench_course.py [--skip-nbval] [--skip-book] [--busy] [--chapters 04 05]
+    python benchmarks/bench_course.py [--skip-nbval] [--skip-book] [--skip-reference] [--busy] [--chapters 04 05]
 
 Targets (2-core machine): each chapter <= 60 s from a fresh kernel, with no cell silent for more
 than 10 s (a cell that trains shows ml.train's progress line, so only cells without one count),
@@ -82,6 +82,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-nbval", action="store_true")
     parser.add_argument("--skip-book", action="store_true")
+    parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--busy", action="store_true", help="keep the other core busy")
     parser.add_argument("--chapters", nargs="*", help="chapter prefixes, e.g. 04 05 (all)")
     args = parser.parse_args()
@@ -91,8 +92,9 @@ def main():
         busy = multiprocessing.get_context("spawn").Process(target=busy_loop, daemon=True)
         busy.start()
 
-    print(f"reference notebook pipeline (dataset + 15 epochs, 1 thread): "
-          f"{timed(reference_pipeline):6.1f} s\n")
+    if not args.skip_reference:
+        print(f"reference notebook pipeline (dataset + 15 epochs, 1 thread): "
+              f"{timed(reference_pipeline):6.1f} s\n")
     print(f"{'chapter (fresh kernel)':<28}{'wall s':>8}{'CPU s':>8}  longest silent cell   "
           f"targets: <= 60 s, silent <= 10 s{' (other core busy)' if busy else ''}")
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
