@@ -1,15 +1,16 @@
 """How long the course takes on this machine: each chapter, the nbval suite, the book build.
 
-    python benchmarks/bench_course.py [--skip-nbval] [--skip-book] [--skip-reference] [--busy] [--chapters 04 05]
+    python benchmarks/bench_course.py [--skip-nbval] [--skip-book] [--skip-reference] [--busy]
+                                      [--chapters 04 05]
 
 Targets (2-core machine): each chapter <= 60 s from a fresh kernel, with no cell silent for more
 than 10 s (a cell that trains shows ml.train's progress line, so only cells without one count),
 the whole nbval suite <= 5 min, the book build <= 5 min. `--busy` keeps a CPU-bound process
 running on the other core meanwhile (issue 16's condition). Per chapter: wall seconds (kernel start
 included), the kernel's CPU seconds (time.process_time: the figure that other load does not
-inflate much), and the longest cell without a progress line. Beside them, measured in the same run, the reference notebook's own
-pipeline (its dataset and its 15-epoch training loop), the one piece of work every chapter that
-trains is compared with.
+inflate much), and the longest cell without a progress line. Beside them, measured in the same
+run, the reference notebook's own pipeline (its dataset and its 15-epoch training loop), the one
+piece of work every chapter that trains is compared with.
 """
 
 import argparse

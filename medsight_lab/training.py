@@ -93,7 +93,8 @@ def train(model, train_dataset, epochs=15, batch_size=32, lr=3e-4, seed=0, devic
     "val_finding_accuracy", "val_pointing_game" from free-running generation), one value per epoch.
 
     The course's default grounding term is the KL one with weight 1 (chapter 4 compares it with
-    the reference's BCE at 0.1). `progress` shows each finished epoch (`EpochProgress`). Shuffling uses its own generator seeded with `seed`, so a run is
+    the reference's BCE at 0.1). `progress` shows each finished epoch (`EpochProgress`).
+    Shuffling uses its own generator seeded with `seed`, so a run is
     repeatable on CPU whatever else touched the global RNG.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):

@@ -126,7 +126,8 @@ def greedy_decode_without_cache(model, image_patches, max_len):
     return tokens
 
 
-RIGHT = {"finding_masks": finding_masks, "greedy_decode": greedy_decode, "cross_attention": cross_attention, "causal_mask": causal_attention_weights,
+RIGHT = {"finding_masks": finding_masks, "greedy_decode": greedy_decode,
+         "cross_attention": cross_attention, "causal_mask": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass}

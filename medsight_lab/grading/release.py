@@ -64,7 +64,7 @@ With Python 3.10 or newer, from this folder:
 ```bash
 python -m venv .venv
 . .venv/bin/activate                 # on Windows: .venv\\Scripts\\activate
-pip install -e ".[student]"          # the course package, medsight_lab, JupyterLab and jupyterlab-myst
+pip install -e ".[student]"          # medsight_lab, JupyterLab and jupyterlab-myst
 jupyter lab notebooks/
 ```
 
