@@ -1,0 +1,320 @@
+"""The sandboxed runner: calls a student's functions on inputs the grader wrote, and returns data.
+
+    python -I runner.py JOB_DIR          # inside the sandbox (grading/sandbox.py); JOB_DIR read-only
+
+This file runs as a plain script in a process that has no `medsight_lab` (the sandbox mounts no
+package and no repository), so it imports only the standard library, numpy and torch. The
+trusted grader imports it too, for `encode`/`decode`/`projected_gradients`: one copy of the
+format on both sides.
+
+JOB_DIR holds `job.json` (per exercise: the answer cell, the reference cells it may call, the
+encoded cases) and `inputs.npz` (every tensor, `allow_pickle=False`). For each exercise, in the
+chapter's order, the runner forks a child that execs the chapter's imports, the reference cells of
+the exercises *before* it and then the student's answer cell in a fresh namespace, and calls the
+student's function on each case. The child sends back, for each case, the output, the inputs as
+they are after the call (in-place check) and, for gradient cases, the gradients of a projection
+of the output whose weights the grader chose. Nothing is judged here.
+
+Between two exercises the runner (PID 1 of the sandbox's PID namespace) kills every other process
+and empties /tmp, so nothing one exercise starts survives into the next; only then does it write
+that exercise's result to stdout. A child can therefore never write a frame for another exercise,
+and when a child runs, the only reference code in the sandbox is that of exercises already judged.
+Stdout is the only channel back: per exercise, an 8-byte length and an npz file whose `_json`
+entry is the structure (UTF-8 JSON as uint8) and whose other entries are the arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import signal
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+
+MAX_ITEMS = 64              # per list/tuple in an output; more is reported as "a list"
+MAX_DEPTH = 4
+MAX_MESSAGE = 200           # characters of an exception message kept
+MAX_RESULT_BYTES = 64 << 20   # one exercise's encoded result
+
+
+# ---------------------------------------------------------------------------------------------
+# The data format, shared with the grader: plain JSON plus numpy arrays, never pickle
+# ---------------------------------------------------------------------------------------------
+
+def encode(value, arrays, prefix, depth=0):
+    """A JSON-able description of `value`; its tensors go into `arrays` under keys from `prefix`.
+    Anything else (an object of the student's own making) is described by its type's name, so
+    that nothing the grader decodes can run code."""
+    if isinstance(value, torch.Tensor):
+        try:
+            data = value.detach().cpu()
+            if data.dtype == torch.bfloat16 or data.dtype == torch.float16:
+                data = data.float()
+            array = np.ascontiguousarray(data.numpy())
+        except Exception:  # a tensor subclass, a meta tensor, ...: not data the grader can use
+            return {"other": type(value).__name__[:40]}
+        key = f"{prefix}_{len(arrays)}"
+        arrays[key] = array
+        return {"tensor": key}
+    if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
+        if depth >= MAX_DEPTH or len(value) > MAX_ITEMS:
+            return {"other": type(value).__name__}
+        return {type(value).__name__: [encode(v, arrays, prefix, depth + 1) for v in value]}
+    if value is None or type(value) in (bool, int, float):
+        if type(value) is int and abs(value) > 2 ** 53:
+            return {"other": "int"}
+        return {"value": value}
+    return {"other": type(value).__name__[:40]}
+
+
+def decode(obj, arrays):
+    """The inverse of `encode`: tensors, tuples, lists and plain values; `Opaque` for the rest."""
+    if not isinstance(obj, dict) or len(obj) != 1:
+        raise ValueError(f"not an encoded value: {str(obj)[:80]}")
+    (kind, content), = obj.items()
+    if kind == "tensor":
+        return torch.from_numpy(np.array(arrays[content]))
+    if kind in ("tuple", "list"):
+        items = [decode(item, arrays) for item in content]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "value":
+        if content is not None and type(content) not in (bool, int, float):
+            raise ValueError(f"not a plain value: {type(content).__name__}")
+        return content
+    if kind == "other":
+        return Opaque(str(content))
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+class Opaque:
+    """Stands, on the grader's side, for an object the student's function returned that is not
+    data (its type's name only)."""
+
+    def __init__(self, type_name):
+        self.type_name = type_name
+
+
+def pack(tree, arrays):
+    """One npz file (bytes): the arrays, and `tree` as UTF-8 JSON under `_json`."""
+    buffer = io.BytesIO()
+    np.savez(buffer, _json=np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def unpack(data):
+    """(tree, arrays) from `pack`'s bytes; never unpickles."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    return json.loads(arrays.pop("_json").tobytes().decode()), arrays
+
+
+def tensors(x):
+    """The tensors in `x` (a tensor, or nested tuples/lists), in order."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [t for item in x for t in tensors(item)]
+    return []
+
+
+def projected_gradients(out, inputs, weights):
+    """Gradients w.r.t. `inputs` of sum_i <out_i, weights_i> (the grader's fixed random
+    projection of every output); None for an input the outputs do not depend on."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    if len(outs) != len(weights) or not all(isinstance(o, torch.Tensor) for o in outs) \
+            or any(o.numel() != w.numel() for o, w in zip(outs, weights)):
+        return [None] * len(inputs)
+    objective = sum((o.reshape(-1).float() * w.reshape(-1).float()).sum()
+                    for o, w in zip(outs, weights))
+    if not isinstance(objective, torch.Tensor) or not objective.requires_grad:
+        return [None] * len(inputs)
+    return list(torch.autograd.grad(objective, inputs, allow_unused=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: one exercise
+# ---------------------------------------------------------------------------------------------
+
+class _TimeUp(BaseException):
+    """A BaseException, so that a student's `except Exception` does not swallow it."""
+
+
+def _on_alarm(signum, frame):
+    raise _TimeUp
+
+
+def _error(err):
+    text = str(err).strip().splitlines()
+    message = "".join(ch for ch in (text[0] if text else "") if ch.isprintable())
+    return {"type": type(err).__name__[:60], "message": message[:MAX_MESSAGE].strip()}
+
+
+def _call_case(fn, case, arrays, call_limit, prefix, out_arrays):
+    args = decode(case["args"], arrays)
+    kwargs = dict(zip(case["kwarg_names"], decode(case["kwargs"], arrays)))
+    grad_inputs = []
+    for index in case["grad_args"]:
+        for t in tensors(args[index]):
+            if t.is_floating_point():
+                t.requires_grad_()
+                grad_inputs.append(t)
+    signal.setitimer(signal.ITIMER_REAL, call_limit)
+    try:
+        with torch.enable_grad():
+            out = fn(*args, **kwargs)
+            grads = None
+            if case["projection"] is not None:
+                weights = [torch.from_numpy(np.array(arrays[k])) for k in case["projection"]]
+                grads = projected_gradients(out, grad_inputs, weights)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return {"status": "ok", "out": encode(out, out_arrays, f"{prefix}o"),
+            "args_after": encode(list(args), out_arrays, f"{prefix}a"),
+            "grads": None if grads is None else [
+                None if g is None else encode(g, out_arrays, f"{prefix}g") for g in grads]}
+
+
+def run_exercise(exercise, preamble, arrays, call_limit):
+    """(tree, arrays) of one exercise's results; runs in the forked child."""
+    namespace = {"__name__": "__answer__", "__builtins__": __builtins__}
+    exec(compile(preamble, "<chapter imports>", "exec"), namespace)
+    for source in exercise["helpers"]:             # the reference answers it may call
+        exec(compile(source, "<reference>", "exec"), namespace)
+    result = {"cell_error": None, "cell_timeout": False, "defined": False, "cases": []}
+    signal.setitimer(signal.ITIMER_REAL, call_limit)
+    try:
+        exec(compile(exercise["answer"], "<your answer cell>", "exec"), namespace)
+    except _TimeUp:
+        result["cell_timeout"] = True
+    except (Exception, SystemExit) as err:  # reported; the function may still be defined
+        result["cell_error"] = _error(err)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    fn = namespace.get(exercise["function"])
+    result["defined"] = callable(fn)
+    out_arrays = {}
+    if result["defined"] and not result["cell_timeout"]:
+        for number, case in enumerate(exercise["cases"]):
+            try:
+                entry = _call_case(fn, case, arrays, call_limit, f"c{number}", out_arrays)
+            except _TimeUp:
+                result["cases"].append({"status": "timeout"})
+                break                  # the next case would most likely loop too
+            except (Exception, SystemExit) as err:  # the student's error is data for the judge
+                entry = {"status": "error", "error": _error(err)}
+            result["cases"].append(entry)
+    return result, out_arrays
+
+
+def _child(exercise, preamble, arrays, call_limit, write_fd):
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):                          # whatever the student prints goes nowhere
+        os.dup2(devnull, fd)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        tree, out_arrays = run_exercise(exercise, preamble, arrays, call_limit)
+        data = pack(tree, out_arrays)
+    except BaseException as err:  # noqa: BLE001 - e.g. an output that cannot be encoded
+        data = pack({"runner_error": _error(err)}, {})
+    with os.fdopen(write_fd, "wb") as pipe:
+        pipe.write(data)
+    os._exit(0)
+
+
+def _read_child(read_fd, deadline):
+    """The child's bytes, "timeout" if it ran past `deadline`, "too large" past the cap."""
+    chunks, size = [], 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        ready, _, _ = select.select([read_fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(read_fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_RESULT_BYTES:
+            return "too large"
+        chunks.append(chunk)
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_everything_else():
+    """As PID 1 of the sandbox, kill every other process in it (the child and anything it left
+    behind, detached or not) and reap them."""
+    if os.getpid() == 1:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    while True:
+        try:
+            if os.waitpid(-1, 0)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+
+
+def _empty(folder):
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files + dirs:
+            path = os.path.join(root, name)
+            try:
+                os.rmdir(path) if os.path.isdir(path) and not os.path.islink(path) \
+                    else os.unlink(path)
+            except OSError:
+                pass
+
+
+def main(job_dir):
+    torch.set_num_threads(1)   # before any fork: one thread, no pool a child could deadlock on
+    with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
+        job = json.load(f)
+    with np.load(os.path.join(job_dir, "inputs.npz"), allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_RDWR), 1)    # the children inherit no way back but theirs
+    for exercise in job["exercises"]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            out.close()
+            _child(exercise, job["preamble"], arrays, job["call_limit"], write_fd)
+        os.close(write_fd)
+        data = _read_child(read_fd, time.monotonic() + job["exercise_limit"])
+        os.close(read_fd)
+        if os.getpid() != 1:           # not in a sandbox (--grade-unsafe): the child at least
+            _kill(pid)
+        _kill_everything_else()
+        if os.getpid() == 1:
+            _empty("/tmp")
+        if data == "timeout":
+            data = pack({"exercise_timeout": True}, {})
+        elif data == "too large":
+            data = pack({"runner_error": {"type": "too large", "message": "your function's "
+                                          "results are too large to read back"}}, {})
+        elif not data:
+            data = pack({"runner_error": {"type": "crash", "message": "the process ended "
+                                          "without a result"}}, {})
+        out.write(struct.pack(">Q", len(data)) + data)
+        out.flush()
+    out.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,186 @@
+"""The sandbox a submission's code runs in: Debian's bubblewrap (`bwrap`), with resource limits.
+
+`run(job_dir, timeout)` runs `python -I runner.py /job` (grading/runner.py) as an unprivileged
+user (uid/gid 65534) in new user, network, PID, IPC and UTS namespaces. What it can see, all
+read-only: /usr, the Python installation and the virtual environment (the `medsight_lab` in it
+masked), the runner script and the job folder. It can write only to a size-capped tmpfs /tmp.
+There is no /proc, no network (not even 127.0.0.1 of the host), no repository, no reference
+notebook, no other submission and no grade output. The runner is PID 1 of its namespace: when it
+ends or is killed (here, or by `--die-with-parent` when the grader dies), the kernel kills every
+process it started. Limits (`Limits`): address space, processes, file size, CPU time, and the
+bytes read back from its stdout.
+
+`problem()` says why the sandbox cannot start on this machine (and how to fix it), or None.
+With `unsafe=True` (`--grade-unsafe`) the runner runs as a plain child process with the same
+limits but none of the isolation: only for a disposable machine or container.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNNER = Path(__file__).with_name("runner.py")
+BWRAP = "/usr/bin/bwrap"
+NOBODY = 65534
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap) and allow "
+                "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on "
+                "Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0); or, on a "
+                "disposable machine that holds nothing else, grade with --grade-unsafe")
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 2 << 30      # address space: torch needs ~0.7 GiB of it to import
+    processes: int = 64              # RLIMIT_NPROC (not enforced when the grader runs as root)
+    file_bytes: int = 16 << 20       # largest file it may write (in its /tmp)
+    tmp_bytes: int = 64 << 20        # its /tmp, a tmpfs
+    cpu_s: int = 600                 # CPU seconds, all exercises together
+    read_bytes: int = 256 << 20      # most bytes read back from its stdout
+    stderr_bytes: int = 64 << 10     # kept of its stderr, for the grader's diagnostics only
+
+
+@dataclass
+class Run:
+    stdout: bytes
+    stderr: str
+    returncode: int | None
+    timed_out: bool = False
+    too_large: bool = False
+
+
+def _ro_binds():
+    """The folders Python and its packages need, deduplicated (no path inside another)."""
+    paths = {Path("/usr"), Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
+             Path(sys.executable).resolve().parent}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        paths.add(Path(sysconfig.get_paths()[key]).resolve())
+    keep = sorted(p for p in paths if p.exists())
+    return [p for p in keep if not any(p != q and p.is_relative_to(q) for q in keep)]
+
+
+def _masked_packages():
+    """A `medsight_lab` installed as a real folder in site-packages: hidden in the sandbox (an
+    editable install's .pth and finder point into the repository, which is not mounted)."""
+    found = []
+    for key in ("purelib", "platlib"):
+        candidate = Path(sysconfig.get_paths()[key]) / "medsight_lab"
+        if candidate.is_dir():
+            found.append(candidate.resolve())
+    return sorted(set(found))
+
+
+def bwrap_command(job_dir, limits=Limits(), argv=None):
+    """The bwrap command line that runs `argv` (default: the runner on /job) in the sandbox."""
+    command = [BWRAP, "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
+               "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+               "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--as-pid-1",
+               "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
+               "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "MKL_NUM_THREADS", "1"]
+    for name in ("bin", "lib", "lib64", "sbin"):       # merged-/usr systems: /bin -> usr/bin
+        link = Path("/") / name
+        if link.is_symlink():
+            command += ["--symlink", os.readlink(link), str(link)]
+    for path in _ro_binds():
+        command += ["--ro-bind", str(path), str(path)]
+    for path in _masked_packages():
+        command += ["--tmpfs", str(path)]
+    command += ["--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
+                "--ro-bind", str(RUNNER), "/runner/runner.py",
+                "--ro-bind", str(Path(job_dir).resolve()), "/job", "--chdir", "/tmp"]
+    return command + (argv or [sys.executable, "-I", "/runner/runner.py", "/job"])
+
+
+def _set_limits(limits):
+    def preexec():
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return preexec
+
+
+@functools.lru_cache(maxsize=None)
+def problem():
+    """None if the sandbox starts here, else why not and what to do (probed once per process)."""
+    if not os.path.exists(BWRAP):
+        return f"the grading sandbox needs {BWRAP}, which is missing: {INSTALL_HINT}"
+    command = bwrap_command(RUNNER.parent, argv=[sys.executable, "-I", "-S", "-c", "pass"])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                              preexec_fn=_set_limits(Limits()))
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"the grading sandbox did not start ({err}): {INSTALL_HINT}"
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"the grading sandbox did not start (bwrap: {why}): {INSTALL_HINT}"
+    return None
+
+
+def run(job_dir, timeout, limits=Limits(), unsafe=False):
+    """Run the runner on `job_dir` under the sandbox (or, `unsafe`, without it) for at most
+    `timeout` seconds. Returns when it, and everything it started, has ended."""
+    if unsafe:
+        scratch = Path(job_dir) / "tmp"
+        scratch.mkdir(exist_ok=True)
+        command = [sys.executable, "-I", str(RUNNER), str(Path(job_dir).resolve())]
+        cwd, env = scratch, {"PATH": "/usr/bin:/bin", "HOME": str(scratch),
+                             "OMP_NUM_THREADS": "1"}
+    else:
+        command, cwd, env = bwrap_command(job_dir, limits), None, {}
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=cwd, env=env,
+                               start_new_session=True, preexec_fn=_set_limits(limits))
+    stdout, stderr = bytearray(), bytearray()
+    timed_out = too_large = False
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ, stdout)
+        selector.register(process.stderr, selectors.EVENT_READ, stderr)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for key, _ in selector.select(min(left, 1.0)):
+                chunk = os.read(key.fd, 1 << 20)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                if key.data is stdout:
+                    stdout += chunk
+                    if len(stdout) > limits.read_bytes:
+                        too_large = True
+                else:
+                    stderr += chunk
+                    del stderr[:-limits.stderr_bytes]
+            if too_large:
+                break
+    _kill_group(process)
+    process.stdout.close()
+    process.stderr.close()
+    if unsafe:
+        shutil.rmtree(Path(job_dir) / "tmp", ignore_errors=True)
+    return Run(bytes(stdout[:limits.read_bytes]), stderr.decode(errors="replace"),
+               process.returncode, timed_out, too_large)
+
+
+def _kill_group(process):
+    """Kill the runner's process group and wait for it: bwrap's death takes the sandbox's PID
+    namespace, and so every process in it, along (--die-with-parent)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
