@@ -58,6 +58,9 @@ def pytest_addoption(parser):
                     help="time limit of one exercise (all its cases) in the sandbox; one call "
                          f"of the student's function gets at most {checks.TIME_LIMIT_S} s "
                          "(default: 30)")
+    group.addoption("--grade-no-policy", action="store_true",
+                    help="run (in the sandbox) answers that the static answer policy would "
+                         "refuse, instead of scoring them zero with the rule")
     group.addoption("--grade-unsafe", action="store_true",
                     help="run students' code WITHOUT the bubblewrap sandbox (only on a "
                          "disposable machine; recorded in the run log)")
@@ -89,7 +92,8 @@ def pytest_configure(config):
     output = Path(option.grade_output).resolve()
     staging = output / STAGING
     grader = Grader(submissions, reference, output, staging, running.Settings(
-        exercise_timeout=option.grade_timeout, unsafe=option.grade_unsafe))
+        exercise_timeout=option.grade_timeout, unsafe=option.grade_unsafe,
+        policy=not option.grade_no_policy))
     if not _is_worker(config):
         grader.staged, grader.refused = intake.take_in(submissions, staging)
     config.args[:] = [str(staging)]          # collect the staged copies, nothing else
@@ -178,6 +182,8 @@ class Grader:
                         [mode, f"submissions folder: {self.submissions}",
                          f"reference: {self.reference}",
                          f"per-exercise time limit: {self.settings.exercise_timeout:g} s",
+                         "answer policy: " + ("on" if self.settings.policy else
+                                              "off (--grade-no-policy)"),
                          f"xdist workers: {workers or 'none (serial)'}",
                          f"staged: {len(self.staged)}, refused at intake: {len(self.refused)}",
                          f"wall time: {time.monotonic() - self.started:.1f} s"])

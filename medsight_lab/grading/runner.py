@@ -139,6 +139,9 @@ def projected_gradients(out, inputs, weights):
 
 # ---------------------------------------------------------------------------------------------
 # The child: one exercise
+
+TOO_LARGE = {"runner_error": {"type": "too large", "message": "your function's results are too "
+                              "large to read back"}}
 # ---------------------------------------------------------------------------------------------
 
 class _TimeUp(BaseException):
@@ -209,6 +212,8 @@ def run_exercise(exercise, preamble, arrays, call_limit):
             except (Exception, SystemExit) as err:  # the student's error is data for the judge
                 entry = {"status": "error", "error": _error(err)}
             result["cases"].append(entry)
+            if sum(a.nbytes for a in out_arrays.values()) > MAX_RESULT_BYTES:
+                return TOO_LARGE, {}
     return result, out_arrays
 
 
@@ -306,8 +311,7 @@ def main(job_dir):
         if data == "timeout":
             data = pack({"exercise_timeout": True}, {})
         elif data == "too large":
-            data = pack({"runner_error": {"type": "too large", "message": "your function's "
-                                          "results are too large to read back"}}, {})
+            data = pack(TOO_LARGE, {})
         elif not data:
             data = pack({"runner_error": {"type": "crash", "message": "the process ended "
                                           "without a result"}}, {})

@@ -4,8 +4,9 @@
 cells, in order, with their points), their reference answer cells, the chapter's imports that an
 answer may rely on (`import torch.nn.functional as F`) and the names it binds to the package.
 
-`grade(chapter, answers, problems, settings)` judges one submission's answers: a missing or
-refused answer gets its verdict without running; the others go to ONE sandboxed runner
+`grade(chapter, answers, problems, settings)` judges one submission's answers: a missing answer,
+or one the static answer policy refuses (policy.py: a first filter that names a rule; the sandbox,
+not the policy, is what contains an answer), gets its verdict without running; the others go to ONE sandboxed runner
 (sandbox.py, runner.py) that execs each answer cell in a fresh namespace, with the chapter's
 imports and the *reference* answers of the chapter's earlier exercises (so compute_loss is judged
 on its own, whatever the student's shifted_cross_entropy does), and calls the student's function
@@ -108,6 +109,7 @@ def chapter_questions(nb):
 class Settings:
     exercise_timeout: float = 30.0          # one exercise, all its cases, in the sandbox
     unsafe: bool = False                    # --grade-unsafe: no sandbox
+    policy: bool = True                     # refuse what policy.answer_problem refuses
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
 
     @property
@@ -154,8 +156,13 @@ def _job(chapter, to_run, settings):
     return job, arrays, suites
 
 
+UNREADABLE = {"runner_error": {"type": "unreadable", "message": "its results could not be read "
+                                "back (did your code write to the runner's result channel?)"}}
+
+
 def _frames(stdout):
-    """The runner's per-exercise results, in order: [(tree, arrays)]; stops at a broken frame."""
+    """The runner's per-exercise results, in order: [(tree, arrays)]. The runner frames each
+    exercise itself, so bytes a student's code slipped into its own result spoil only that one."""
     frames, at = [], 0
     while at + 8 <= len(stdout):
         (size,) = struct.unpack(">Q", stdout[at:at + 8])
@@ -165,7 +172,7 @@ def _frames(stdout):
         try:
             frames.append(runner.unpack(data))
         except Exception:  # noqa: BLE001 - bytes the grader cannot read are no result
-            break
+            frames.append((UNREADABLE, {}))
         at += 8 + size
     return frames
 
@@ -241,7 +248,8 @@ def grade(chapter, answers, problems, settings=Settings()):
     for exercise, points in chapter.exercises.items():
         if exercise in problems:
             verdicts[exercise] = (0, problems[exercise])
-        elif refused := answer_problem(answers[exercise], chapter.package_names):
+        elif settings.policy and (refused := answer_problem(answers[exercise],
+                                                            chapter.package_names)):
             verdicts[exercise] = (0, f"refused: {refused}")
         else:
             to_run[exercise] = answers[exercise]

@@ -4,7 +4,7 @@
 user (uid/gid 65534) in new user, network, PID, IPC and UTS namespaces. What it can see, all
 read-only: /usr, the Python installation and the virtual environment (the `medsight_lab` in it
 masked), the runner script and the job folder. It can write only to a size-capped tmpfs /tmp.
-There is no /proc, no network (not even 127.0.0.1 of the host), no repository, no reference
+The root, /dev and everything else are read-only. There is no /proc, no network (not even 127.0.0.1 of the host), no repository, no reference
 notebook, no other submission and no grade output. The runner is PID 1 of its namespace: when it
 ends or is killed (here, or by `--die-with-parent` when the grader dies), the kernel kills every
 process it started. Limits (`Limits`): address space, processes, file size, CPU time, and the
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUNNER = Path(__file__).with_name("runner.py")
-BWRAP = "/usr/bin/bwrap"
+BWRAP = os.environ.get("MEDSIGHT_BWRAP", "/usr/bin/bwrap")   # another path, e.g. /usr/local/bin
 NOBODY = 65534
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap) and allow "
                 "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on "
@@ -95,13 +95,17 @@ def bwrap_command(job_dir, limits=Limits(), argv=None):
         command += ["--ro-bind", str(path), str(path)]
     for path in _masked_packages():
         command += ["--tmpfs", str(path)]
-    command += ["--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
+    command += ["--dev", "/dev", "--remount-ro", "/dev",
+                "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
                 "--ro-bind", str(RUNNER), "/runner/runner.py",
-                "--ro-bind", str(Path(job_dir).resolve()), "/job", "--chdir", "/tmp"]
+                "--ro-bind", str(Path(job_dir).resolve()), "/job",
+                "--remount-ro", "/",          # bwrap's root is a tmpfs: writable until this
+                "--chdir", "/tmp"]
     return command + (argv or [sys.executable, "-I", "/runner/runner.py", "/job"])
 
 
-def _set_limits(limits):
+def limit_resources(limits):
+    """A preexec function: `limits` on the process about to exec, and so on all it starts."""
     def preexec():
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
@@ -119,7 +123,7 @@ def problem():
     command = bwrap_command(RUNNER.parent, argv=[sys.executable, "-I", "-S", "-c", "pass"])
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                              preexec_fn=_set_limits(Limits()))
+                              preexec_fn=limit_resources(Limits()))
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"the grading sandbox did not start ({err}): {INSTALL_HINT}"
     if done.returncode != 0:
@@ -139,9 +143,7 @@ def run(job_dir, timeout, limits=Limits(), unsafe=False):
                              "OMP_NUM_THREADS": "1"}
     else:
         command, cwd, env = bwrap_command(job_dir, limits), None, {}
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, cwd=cwd, env=env,
-                               start_new_session=True, preexec_fn=_set_limits(limits))
+    process = start(command, limits, cwd=cwd, env=env)
     stdout, stderr = bytearray(), bytearray()
     timed_out = too_large = False
     deadline = time.monotonic() + timeout
@@ -174,6 +176,13 @@ def run(job_dir, timeout, limits=Limits(), unsafe=False):
         shutil.rmtree(Path(job_dir) / "tmp", ignore_errors=True)
     return Run(bytes(stdout[:limits.read_bytes]), stderr.decode(errors="replace"),
                process.returncode, timed_out, too_large)
+
+
+def start(command, limits=Limits(), **popen):
+    """Start `command` (e.g. `bwrap_command(...)`) with `limits`, in a session of its own."""
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=limit_resources(limits), **popen)
 
 
 def _kill_group(process):
