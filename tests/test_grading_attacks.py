@@ -61,13 +61,13 @@ FULL = {e: EXERCISES[e].points for e in HONEST}
 
 
 def _leak(expression):
-    """An answer for shifted_cross_entropy that shows what `expression` evaluates to (or the
-    error it raises) through the only channel left: its own verdict."""
-    return ("def shifted_cross_entropy(logits, token_ids, pad_id=0):\n"
-            "    try:\n"
-            f"        found = {expression}\n"
-            "    except BaseException as err:\n"
-            "        found = 'BLOCKED ' + type(err).__name__\n"
+    """An answer for shifted_cross_entropy that evaluates `expression` once, in its cell, and
+    shows the result (or the error it raised) through the only channel left: its own verdict."""
+    return ("try:\n"
+            f"    found = {expression}\n"
+            "except BaseException as err:\n"
+            "    found = 'BLOCKED ' + type(err).__name__\n"
+            "def shifted_cross_entropy(logits, token_ids, pad_id=0):\n"
             "    raise RuntimeError(str(found)[:150])\n")
 
 
@@ -81,6 +81,10 @@ ATTACKS = {
         "        if callable(o) and getattr(o, '__name__', '') in ('shifted_cross_entropy',\n"
         "                '_judge', 'judge') and o is not shifted_cross_entropy:\n"
         "            return o(logits, token_ids, pad_id)\n"
+        "        if isinstance(o, dict) and 'shift_logits' in str(o.get('helpers', '')):\n"
+        "            namespace = {'F': F, 'torch': torch}   # the reference's source, if sent\n"
+        "            exec(o['helpers'][0], namespace)\n"
+        "            return namespace['shifted_cross_entropy'](logits, token_ids, pad_id)\n"
         "    return logits.sum() * 0\n")},
     "frame_walk": {"grounding_loss": (
         "import sys\n"
@@ -142,9 +146,9 @@ ATTACKS = {
     "read_instructor": {"shifted_cross_entropy": _leak(f"open({str(LOSS)!r}).read()")},
     "read_hidden": {"shifted_cross_entropy": _leak(
         f"open({str(ROOT / 'instructor' / 'hidden_cases.py')!r}).read()")},
-    "read_other": {"shifted_cross_entropy": _leak(
-        "[open(p).read() for p in __import__('glob').glob('/**/honest.ipynb', recursive=True)]"
-        " or 'nothing'")},
+    "read_other": {"shifted_cross_entropy": _leak(      # where submissions are, and anywhere
+        "[open(p).read() for p in sum((__import__('glob').glob(f'{d}/*honest*') for d in "
+        "['SUBMISSIONS', 'STAGING', '/job', '/tmp', '.', '/']), [])] or 'nothing'")},
     "read_grader": {"shifted_cross_entropy": _leak(
         "open(f'/proc/{__import__(\"os\").getppid()}/cmdline').read()")},
     # -- tampering: the gradebook after exit, pycache, the reference, the package -------------
@@ -191,11 +195,11 @@ ATTACKS = {
         + HONEST["shifted_cross_entropy"])},
     "flood": {"attention_entropy": (
         "import os, sys\n"
-        "for _ in range(256):                       # 256 MB down stdout and stderr\n"
+        "for _ in range(64):                        # 64 MB down stdout and stderr\n"
         "    os.write(1, b'x' * (1 << 20))\n"
         "    print('y' * (1 << 20), file=sys.stderr)\n"
         "def attention_entropy(attn_weights):\n"
-        "    return torch.zeros(80_000_000)          # 320 MB of output to read back\n")},
+        "    return torch.zeros(20_000_000)          # 80 MB of output to read back\n")},
     "memory": {"shifted_cross_entropy": _leak(
         "'ALLOCATED ' + str(torch.empty(3 << 30, dtype=torch.uint8).numel())")},
     "big_file": {"shifted_cross_entropy": _leak(
@@ -281,6 +285,7 @@ def attacked(tmp_path_factory, listener):
     gradebook = out / "gradebook.csv"
     for name, answers in ATTACKS.items():
         answers = {e: s.replace("PORT", str(port)).replace("GRADEBOOK", str(gradebook))
+                   .replace("SUBMISSIONS", str(folder)).replace("STAGING", str(out / ".staging"))
                    for e, s in answers.items()}
         nbformat.write(submission(answers), folder / f"{name}.ipynb")
     # Intake attacks: a conftest.py, a symbolic link to the reference, a formula as a name.
@@ -378,18 +383,18 @@ def test_the_run_survives_and_stays_quick(attacked):
 
 # -- the sandbox seen from outside -------------------------------------------------------------
 
-def _sandboxed(code, tmp_path, limits=sandbox.Limits()):
-    return sandbox.start(sandbox.bwrap_command(tmp_path, limits,
-                                               argv=[sys.executable, "-I", "-c", code]), limits)
+def _sandboxed(code, limits=sandbox.Limits()):
+    return sandbox.start(sandbox.bwrap_command(limits, argv=[sys.executable, "-I", "-c", code]),
+                         limits)
 
 
 def _ns(pid, kind):
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
 
-def test_namespaces_and_limits_from_outside(tmp_path):
+def test_namespaces_and_limits_from_outside():
     limits = sandbox.Limits()
-    process = _sandboxed("import time; time.sleep(20)", tmp_path, limits)
+    process = _sandboxed("import time; time.sleep(20)", limits)
     try:
         deadline = time.monotonic() + 20
         inner = None
@@ -424,7 +429,7 @@ def test_namespaces_and_limits_from_outside(tmp_path):
     assert not Path(f"/proc/{inner}").exists()
 
 
-def test_what_the_sandbox_can_see(tmp_path):
+def test_what_the_sandbox_can_see():
     code = ("import json, os, sys\n"
             "try:\n"
             "    import medsight_lab\n"
@@ -440,9 +445,9 @@ def test_what_the_sandbox_can_see(tmp_path):
             "        return False\n"
             "print(json.dumps({'package': package, 'uid': os.getuid(),\n"
             "                  'seen': [p for p in paths if os.path.exists(p)],\n"
-            "                  'writable': [p for p in ['/', '/usr', sys.prefix, '/job', '/tmp']\n"
+            "                  'writable': [p for p in ['/', '/usr', '/dev', sys.prefix, '/tmp']\n"
             "                               if writable(p)]}))\n")
-    process = _sandboxed(code, tmp_path)
+    process = _sandboxed(code)
     out, err = process.communicate(timeout=60)
     seen = json.loads(out)
     assert seen["package"] is None, seen             # the editable install does not resolve

@@ -1,37 +1,37 @@
-"""The sandboxed runner: calls a student's functions on inputs the grader wrote, and returns data.
+"""The sandboxed runner: calls a student's functions on inputs the grader sends, returns data.
 
-    python -I runner.py JOB_DIR          # inside the sandbox (grading/sandbox.py); JOB_DIR read-only
+    python -I runner.py        # inside the sandbox (grading/sandbox.py); the job on stdin
 
 This file runs as a plain script in a process that has no `medsight_lab` (the sandbox mounts no
 package and no repository), so it imports only the standard library, numpy and torch. The
-trusted grader imports it too, for `encode`/`decode`/`projected_gradients`: one copy of the
-format on both sides.
+trusted grader imports it too, for `encode`/`decode`/`pack`/`read_frame`/`projected_gradients`:
+one copy of the format on both sides.
 
-JOB_DIR holds `job.json` (per exercise: the answer cell, the reference cells it may call, the
-encoded cases) and `inputs.npz` (every tensor, `allow_pickle=False`). For each exercise, in the
-chapter's order, the runner forks a child that execs the chapter's imports, the reference cells of
-the exercises *before* it and then the student's answer cell in a fresh namespace, and calls the
-student's function on each case. The child sends back, for each case, the output, the inputs as
-they are after the call (in-place check) and, for gradient cases, the gradients of a projection
-of the output whose weights the grader chose. Nothing is judged here.
+Protocol: frames of an 8-byte big-endian length and a `pack`ed npz (`allow_pickle=False`; the
+structure as JSON under `_json`, the tensors as arrays). The grader sends one exercise (its
+answer cell, the reference answers of the chapter's earlier exercises, the chapter's imports, the
+encoded cases, the time limits); the runner forks a child that execs the imports, the reference
+answers and then the student's answer cell in a fresh namespace, and calls the student's function
+on each case. The child sends back, per case, the output, the inputs as they are after the call
+(in-place check) and, for gradient cases, the gradients of a projection of the output whose
+weights the grader chose. Nothing is judged here.
 
-Between two exercises the runner (PID 1 of the sandbox's PID namespace) kills every other process
-and empties /tmp, so nothing one exercise starts survives into the next; only then does it write
-that exercise's result to stdout. A child can therefore never write a frame for another exercise,
-and when a child runs, the only reference code in the sandbox is that of exercises already judged.
-Stdout is the only channel back: per exercise, an 8-byte length and an npz file whose `_json`
-entry is the structure (UTF-8 JSON as uint8) and whose other entries are the arrays.
+Then the runner (PID 1 of the sandbox's PID namespace) kills every other process and empties
+/tmp, so nothing one exercise started survives into the next, writes the result, and only then
+does the grader send the next exercise. So a child never holds a way to write another exercise's
+result, and the only reference code that was ever in the sandbox while an exercise ran is that of
+exercises already judged.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import select
 import signal
 import struct
-import sys
 import time
 
 import numpy as np
@@ -217,38 +217,58 @@ def run_exercise(exercise, preamble, arrays, call_limit):
     return result, out_arrays
 
 
-def _child(exercise, preamble, arrays, call_limit, write_fd):
+def _child(exercise, arrays, write_fd):
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):                          # whatever the student prints goes nowhere
         os.dup2(devnull, fd)
     signal.signal(signal.SIGALRM, _on_alarm)
     try:
-        tree, out_arrays = run_exercise(exercise, preamble, arrays, call_limit)
+        tree, out_arrays = run_exercise(exercise, exercise["preamble"], arrays,
+                                        exercise["call_limit"])
         data = pack(tree, out_arrays)
     except BaseException as err:  # noqa: BLE001 - e.g. an output that cannot be encoded
         data = pack({"runner_error": _error(err)}, {})
     with os.fdopen(write_fd, "wb") as pipe:
-        pipe.write(data)
+        pipe.write(struct.pack(">Q", len(data)) + data)
     os._exit(0)
 
 
-def _read_child(read_fd, deadline):
-    """The child's bytes, "timeout" if it ran past `deadline`, "too large" past the cap."""
-    chunks, size = [], 0
-    while True:
+def _read_exactly(fd, size, deadline):
+    """`size` bytes from `fd`; fewer if it closes first; None past `deadline`."""
+    chunks, got = [], 0
+    while got < size:
         left = deadline - time.monotonic()
         if left <= 0:
-            return "timeout"
-        ready, _, _ = select.select([read_fd], [], [], left)
+            return None
+        ready, _, _ = select.select([fd], [], [], None if math.isinf(left) else left)
         if not ready:
             continue
-        chunk = os.read(read_fd, 1 << 20)
+        chunk = os.read(fd, min(size - got, 1 << 20))
         if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_RESULT_BYTES:
-            return "too large"
+            break
         chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd, deadline=math.inf, limit=MAX_RESULT_BYTES):
+    """One length-prefixed frame: bytes, b"" at the end of the stream, "timeout", "too large" or
+    "crash" (a stream that ended inside a frame). The sender's length is read first, so a frame
+    ends without waiting for the stream to close (a process left behind may hold it open)."""
+    head = _read_exactly(fd, 8, deadline)
+    if head is None:
+        return "timeout"
+    if not head:
+        return b""
+    if len(head) < 8:
+        return "crash"
+    (size,) = struct.unpack(">Q", head)
+    if size > limit:
+        return "too large"
+    data = _read_exactly(fd, size, deadline)
+    if data is None:
+        return "timeout"
+    return data if len(data) == size else "crash"
 
 
 def _kill(pid):
@@ -285,23 +305,31 @@ def _empty(folder):
                 pass
 
 
-def main(job_dir):
+def main():
+    """Read one exercise at a time from stdin, answer each on stdout. The grader sends the next
+    exercise only after this one's result: the reference answers an exercise may call are never
+    in this process before every exercise they answer has been judged."""
     torch.set_num_threads(1)   # before any fork: one thread, no pool a child could deadlock on
-    with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
-        job = json.load(f)
-    with np.load(os.path.join(job_dir, "inputs.npz"), allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
     out = os.fdopen(os.dup(1), "wb")
-    os.dup2(os.open(os.devnull, os.O_RDWR), 1)    # the children inherit no way back but theirs
-    for exercise in job["exercises"]:
+    source = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)                           # the children inherit no way in or back
+    os.dup2(devnull, 1)
+    while True:
+        message = read_frame(source, limit=1 << 30)
+        if not isinstance(message, bytes) or not message:
+            break
+        exercise, arrays = unpack(message)
+        del message
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
+            os.close(source)
             out.close()
-            _child(exercise, job["preamble"], arrays, job["call_limit"], write_fd)
+            _child(exercise, arrays, write_fd)
         os.close(write_fd)
-        data = _read_child(read_fd, time.monotonic() + job["exercise_limit"])
+        data = read_frame(read_fd, time.monotonic() + exercise["exercise_limit"])
         os.close(read_fd)
         if os.getpid() != 1:           # not in a sandbox (--grade-unsafe): the child at least
             _kill(pid)
@@ -312,7 +340,7 @@ def main(job_dir):
             data = pack({"exercise_timeout": True}, {})
         elif data == "too large":
             data = pack(TOO_LARGE, {})
-        elif not data:
+        elif not isinstance(data, bytes) or not data:
             data = pack({"runner_error": {"type": "crash", "message": "the process ended "
                                           "without a result"}}, {})
         out.write(struct.pack(">Q", len(data)) + data)
@@ -321,4 +349,4 @@ def main(job_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -18,16 +18,11 @@ line the student's code printed.
 from __future__ import annotations
 
 import ast
-import json
-import shutil
-import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-import numpy as np
 
 from . import cells, checks, runner, sandbox
 from .policy import ALLOWED_IMPORTS, answer_problem
@@ -122,59 +117,45 @@ class Settings:
 # The job for the runner
 # ---------------------------------------------------------------------------------------------
 
-def _job(chapter, to_run, settings):
-    """(job, arrays, {exercise: [(suite, cases)]}) for the exercises `to_run` ({id: source})."""
-    job = {"call_limit": settings.call_limit, "exercise_limit": settings.exercise_timeout,
-           "preamble": chapter.imports, "exercises": []}
-    arrays, suites = {}, {}
+def _message(chapter, exercise, source, suites, settings):
+    """The runner's job for one exercise (bytes): its answer cell, the reference answers of the
+    chapter's earlier exercises, the chapter's imports, its cases (visible, then hidden)."""
+    spec, arrays, encoded = checks._SPECS[exercise], {}, []
+    for number, case in enumerate(c for _, group in suites for c in group):
+        prefix = f"c{number}"
+        projection_keys = None
+        if case.grad:
+            expected = spec.reference(*checks._clone(case.args), **case.kwargs)
+            projection_keys = []
+            for weights in checks.projection(expected):
+                projection_keys.append(f"{prefix}_p{len(projection_keys)}")
+                arrays[projection_keys[-1]] = weights.numpy()
+        encoded.append({
+            "args": runner.encode(list(case.args), arrays, f"{prefix}_a"),
+            "kwarg_names": list(case.kwargs),
+            "kwargs": runner.encode(list(case.kwargs.values()), arrays, f"{prefix}_k"),
+            "grad_args": list(spec.grad_args) if case.grad else [],
+            "projection": projection_keys})
     order = list(chapter.exercises)
-    for exercise, source in to_run.items():
-        spec = checks._SPECS[exercise]
-        suites[exercise] = [(suite, checks.cases(exercise, suite)) for suite in ("visible",
-                                                                                 "hidden")]
-        encoded = []
-        for number, case in enumerate(c for _, group in suites[exercise] for c in group):
-            prefix = f"{exercise}_{number}"
-            projection_keys = None
-            if case.grad:
-                expected = spec.reference(*checks._clone(case.args), **case.kwargs)
-                projection_keys = []
-                for weights in checks.projection(expected):
-                    projection_keys.append(f"{prefix}_p{len(projection_keys)}")
-                    arrays[projection_keys[-1]] = weights.numpy()
-            encoded.append({
-                "args": runner.encode(list(case.args), arrays, f"{prefix}_a"),
-                "kwarg_names": list(case.kwargs),
-                "kwargs": runner.encode(list(case.kwargs.values()), arrays, f"{prefix}_k"),
-                "grad_args": list(spec.grad_args) if case.grad else [],
-                "projection": projection_keys})
-        earlier = order[:order.index(exercise)]
-        job["exercises"].append({
-            "id": exercise, "function": checks.EXERCISES[exercise].function, "answer": source,
-            "helpers": [cells.source(chapter.answers[e]) for e in earlier if e in chapter.answers],
-            "cases": encoded})
-    return job, arrays, suites
+    earlier = order[:order.index(exercise)]
+    job = {"function": checks.EXERCISES[exercise].function, "answer": source,
+           "helpers": [cells.source(chapter.answers[e]) for e in earlier if e in chapter.answers],
+           "preamble": chapter.imports, "cases": encoded, "call_limit": settings.call_limit,
+           "exercise_limit": settings.exercise_timeout}
+    return runner.pack(job, arrays)
 
 
 UNREADABLE = {"runner_error": {"type": "unreadable", "message": "its results could not be read "
                                 "back (did your code write to the runner's result channel?)"}}
 
 
-def _frames(stdout):
-    """The runner's per-exercise results, in order: [(tree, arrays)]. The runner frames each
-    exercise itself, so bytes a student's code slipped into its own result spoil only that one."""
-    frames, at = [], 0
-    while at + 8 <= len(stdout):
-        (size,) = struct.unpack(">Q", stdout[at:at + 8])
-        data = stdout[at + 8:at + 8 + size]
-        if len(data) < size:
-            break
-        try:
-            frames.append(runner.unpack(data))
-        except Exception:  # noqa: BLE001 - bytes the grader cannot read are no result
-            frames.append((UNREADABLE, {}))
-        at += 8 + size
-    return frames
+def _answer(data):
+    """(tree, arrays) of one runner answer; bytes a student's code slipped into its own result
+    spoil that result only."""
+    try:
+        return runner.unpack(data)
+    except Exception:  # noqa: BLE001 - bytes the grader cannot read are no result
+        return UNREADABLE, {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,17 +236,13 @@ def grade(chapter, answers, problems, settings=Settings()):
             to_run[exercise] = answers[exercise]
     if not to_run:
         return verdicts
-    job, arrays, suites = _job(chapter, to_run, settings)
-    folder = Path(tempfile.mkdtemp(prefix="medsight-job-"))
-    try:
-        (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        np.savez(folder / "inputs.npz", **arrays)
-        budget = STARTUP_S + len(to_run) * (settings.exercise_timeout + 5)
-        started = time.monotonic()
-        run = sandbox.run(folder, budget, settings.limits, unsafe=settings.unsafe)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    frames = _frames(run.stdout)
+    suites = {e: [(suite, checks.cases(e, suite)) for suite in ("visible", "hidden")]
+              for e in to_run}
+    messages = [_message(chapter, e, source, suites[e], settings) for e, source in to_run.items()]
+    budget = STARTUP_S + len(to_run) * (settings.exercise_timeout + 5)
+    started = time.monotonic()
+    run = sandbox.run(messages, budget, settings.limits, unsafe=settings.unsafe)
+    frames = [_answer(data) for data in run.answers]
     for number, exercise in enumerate(to_run):
         if number < len(frames):
             tree, out_arrays = frames[number]

@@ -1,14 +1,14 @@
 """The sandbox a submission's code runs in: Debian's bubblewrap (`bwrap`), with resource limits.
 
-`run(job_dir, timeout)` runs `python -I runner.py /job` (grading/runner.py) as an unprivileged
-user (uid/gid 65534) in new user, network, PID, IPC and UTS namespaces. What it can see, all
-read-only: /usr, the Python installation and the virtual environment (the `medsight_lab` in it
-masked), the runner script and the job folder. It can write only to a size-capped tmpfs /tmp.
-The root, /dev and everything else are read-only. There is no /proc, no network (not even 127.0.0.1 of the host), no repository, no reference
-notebook, no other submission and no grade output. The runner is PID 1 of its namespace: when it
-ends or is killed (here, or by `--die-with-parent` when the grader dies), the kernel kills every
-process it started. Limits (`Limits`): address space, processes, file size, CPU time, and the
-bytes read back from its stdout.
+`run(messages, timeout)` runs `python -I runner.py` (grading/runner.py), talking to it over its
+stdin and stdout only, as an unprivileged user (uid/gid 65534) in new user, network, PID, IPC and
+UTS namespaces. What it can see, all read-only: /usr, the Python installation and the virtual
+environment (the `medsight_lab` in it masked) and the runner script. It can write only to a
+size-capped tmpfs /tmp; the root, /dev and everything else are read-only. There is no /proc, no
+network (not even 127.0.0.1 of the host), no repository, no reference notebook, no other
+submission and no grade output. The runner is PID 1 of its namespace: when it ends or is killed
+(here, or by `--die-with-parent` when the grader dies), the kernel kills every process it started.
+Limits (`Limits`): address space, processes, file size, CPU time, and the bytes read back.
 
 `problem()` says why the sandbox cannot start on this machine (and how to fix it), or None.
 With `unsafe=True` (`--grade-unsafe`) the runner runs as a plain child process with the same
@@ -23,9 +23,11 @@ import resource
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +54,7 @@ class Limits:
 
 @dataclass
 class Run:
-    stdout: bytes
+    answers: list          # the runner's answers (bytes), one per message it answered
     stderr: str
     returncode: int | None
     timed_out: bool = False
@@ -80,8 +82,8 @@ def _masked_packages():
     return sorted(set(found))
 
 
-def bwrap_command(job_dir, limits=Limits(), argv=None):
-    """The bwrap command line that runs `argv` (default: the runner on /job) in the sandbox."""
+def bwrap_command(limits=Limits(), argv=None):
+    """The bwrap command line that runs `argv` (default: the runner) in the sandbox."""
     command = [BWRAP, "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--as-pid-1",
@@ -98,10 +100,9 @@ def bwrap_command(job_dir, limits=Limits(), argv=None):
     command += ["--dev", "/dev", "--remount-ro", "/dev",
                 "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
                 "--ro-bind", str(RUNNER), "/runner/runner.py",
-                "--ro-bind", str(Path(job_dir).resolve()), "/job",
                 "--remount-ro", "/",          # bwrap's root is a tmpfs: writable until this
                 "--chdir", "/tmp"]
-    return command + (argv or [sys.executable, "-I", "/runner/runner.py", "/job"])
+    return command + (argv or [sys.executable, "-I", "/runner/runner.py"])
 
 
 def limit_resources(limits):
@@ -120,7 +121,7 @@ def problem():
     """None if the sandbox starts here, else why not and what to do (probed once per process)."""
     if not os.path.exists(BWRAP):
         return f"the grading sandbox needs {BWRAP}, which is missing: {INSTALL_HINT}"
-    command = bwrap_command(RUNNER.parent, argv=[sys.executable, "-I", "-S", "-c", "pass"])
+    command = bwrap_command(argv=[sys.executable, "-I", "-S", "-c", "pass"])
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60,
                               preexec_fn=limit_resources(Limits()))
@@ -132,55 +133,89 @@ def problem():
     return None
 
 
-def run(job_dir, timeout, limits=Limits(), unsafe=False):
-    """Run the runner on `job_dir` under the sandbox (or, `unsafe`, without it) for at most
-    `timeout` seconds. Returns when it, and everything it started, has ended."""
+def run(messages, timeout, limits=Limits(), unsafe=False):
+    """Run the runner under the sandbox (or, `unsafe`, without it) for at most `timeout` seconds,
+    sending it `messages` (bytes) one at a time: the next only once it has answered the last.
+    Returns when it, and everything it started, has ended."""
+    scratch = None
     if unsafe:
-        scratch = Path(job_dir) / "tmp"
-        scratch.mkdir(exist_ok=True)
-        command = [sys.executable, "-I", str(RUNNER), str(Path(job_dir).resolve())]
-        cwd, env = scratch, {"PATH": "/usr/bin:/bin", "HOME": str(scratch),
-                             "OMP_NUM_THREADS": "1"}
+        scratch = tempfile.mkdtemp(prefix="medsight-unsafe-")
+        command, cwd = [sys.executable, "-I", str(RUNNER)], scratch
+        env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "OMP_NUM_THREADS": "1"}
     else:
-        command, cwd, env = bwrap_command(job_dir, limits), None, {}
-    process = start(command, limits, cwd=cwd, env=env)
-    stdout, stderr = bytearray(), bytearray()
+        command, cwd, env = bwrap_command(limits), None, {}
+    process = start(command, limits, stdin=subprocess.PIPE, cwd=cwd, env=env)
+    os.set_blocking(process.stdin.fileno(), False)
+    answers, stdout, stderr = [], bytearray(), bytearray()
+    to_send = bytearray(frame(messages[0])) if messages else bytearray()
+    sent = 1 if messages else 0
     timed_out = too_large = False
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ, stdout)
-        selector.register(process.stderr, selectors.EVENT_READ, stderr)
-        while selector.get_map():
+        selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+        selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
+        while len(answers) < len(messages):
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
                 break
-            for key, _ in selector.select(min(left, 1.0)):
+            events = selector.select(min(left, 1.0))
+            if not events and process.poll() is not None:
+                break
+            for key, _ in events:
+                if key.data == "stdin":
+                    try:
+                        del to_send[:os.write(key.fd, to_send)]
+                    except (BlockingIOError, BrokenPipeError):
+                        pass
+                    if not to_send:
+                        selector.unregister(key.fileobj)
+                    continue
                 chunk = os.read(key.fd, 1 << 20)
                 if not chunk:
                     selector.unregister(key.fileobj)
+                    if key.data == "stdout":
+                        process.wait(timeout=max(deadline - time.monotonic(), 0.1))
                     continue
-                if key.data is stdout:
-                    stdout += chunk
-                    if len(stdout) > limits.read_bytes:
-                        too_large = True
-                else:
+                if key.data == "stderr":
                     stderr += chunk
                     del stderr[:-limits.stderr_bytes]
-            if too_large:
+                    continue
+                stdout += chunk
+                while len(stdout) >= 8 and len(stdout) >= 8 + struct.unpack(">Q", stdout[:8])[0]:
+                    size = struct.unpack(">Q", stdout[:8])[0]
+                    answers.append(bytes(stdout[8:8 + size]))
+                    del stdout[:8 + size]
+                    if sent < len(messages):
+                        to_send += frame(messages[sent])
+                        sent += 1
+                        if process.stdin not in [k.fileobj for k in selector.get_map().values()]:
+                            selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
+                if len(stdout) >= 8 and struct.unpack(">Q", stdout[:8])[0] > limits.read_bytes:
+                    too_large = True
+            if too_large or (not selector.get_map()):
                 break
     _kill_group(process)
-    process.stdout.close()
-    process.stderr.close()
-    if unsafe:
-        shutil.rmtree(Path(job_dir) / "tmp", ignore_errors=True)
-    return Run(bytes(stdout[:limits.read_bytes]), stderr.decode(errors="replace"),
-               process.returncode, timed_out, too_large)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Run(answers, stderr.decode(errors="replace"), process.returncode, timed_out,
+               too_large)
 
 
-def start(command, limits=Limits(), **popen):
+def frame(data):
+    """`data` with its 8-byte length in front (runner.read_frame reads it)."""
+    return struct.pack(">Q", len(data)) + data
+
+
+def start(command, limits=Limits(), stdin=subprocess.DEVNULL, **popen):
     """Start `command` (e.g. `bwrap_command(...)`) with `limits`, in a session of its own."""
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=limit_resources(limits), **popen)
 
