@@ -81,7 +81,7 @@ ATTACKS = {
         "        if callable(o) and getattr(o, '__name__', '') in ('shifted_cross_entropy',\n"
         "                '_judge', 'judge') and o is not shifted_cross_entropy:\n"
         "            return o(logits, token_ids, pad_id)\n"
-        "        if isinstance(o, dict) and 'shift_logits' in str(o.get('helpers', '')):\n"
+        "        if type(o) is dict and 'shift_logits' in str(o.get('helpers', '')):\n"
         "            namespace = {'F': F, 'torch': torch}   # the reference's source, if sent\n"
         "            exec(o['helpers'][0], namespace)\n"
         "            return namespace['shifted_cross_entropy'](logits, token_ids, pad_id)\n"
@@ -222,7 +222,7 @@ EXPECTED = {
     "frame_walk": ("grounding_loss", 0, "wrong value"),
     "class_walk": ("attention_entropy", 0, "wrong value"),
     "attrgetter": ("compute_loss", 0, "wrong"),
-    "forged_result": ("compute_loss", 0, ("wrong", "could not be read back")),
+    "forged_result": ("compute_loss", 0, ("wrong", "could not be read back", "no result")),
     "pickle_route": ("grounding_loss", 0, "expected a torch tensor"),
     "read_instructor": ("shifted_cross_entropy", 0, "BLOCKED FileNotFoundError"),
     "read_hidden": ("shifted_cross_entropy", 0, "BLOCKED FileNotFoundError"),
@@ -298,7 +298,7 @@ def attacked(tmp_path_factory, listener):
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
          str(folder), "--grade-output", str(out), "--grade-timeout", str(TIMEOUT_S), "-q",
-         "-p", "no:cacheprovider", "--grade-no-policy"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+         "-p", "no:cacheprovider", "--grade-no-policy", "-n", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     seconds = time.monotonic() - started
     written = gradebook.read_bytes()
     time.sleep(2)                     # a daemon that outlived the run would write now

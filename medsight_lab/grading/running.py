@@ -212,8 +212,8 @@ def _verdict(exercise, function, tree, arrays, suites, settings):
         def outcome_of(case, positions=positions):
             index = positions[id(case)]
             if index >= len(entries):
-                return checks.Outcome(f"was not run on {case.label} (the sandbox stopped "
-                                      "earlier)")
+                return checks.Outcome(f"no result for {case.label} (the process that ran your "
+                                      "code stopped, or its results were tampered with)")
             return _outcome(entries[index], arrays, case, settings)
         result = checks.judge_suite(exercise, suite, suite_cases, outcome_of)
         if not result.passed:
