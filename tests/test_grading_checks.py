@@ -3,6 +3,7 @@ verdict that names the mistake; broken answers give a verdict instead of an exce
 
 import contextlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -486,3 +487,25 @@ def test_the_verdict_never_contains_a_number_from_a_computation():
     for exercise, answer, _ in [(w[0], w[2], w[3]) for w in WRONG]:
         message = run_check(exercise, answer).message
         assert "tensor(" not in message and "e-0" not in message, message
+
+
+# -- the hidden cases live outside the package --------------------------------------------------
+
+def test_the_hidden_cases_are_outside_the_package_and_the_release_scans_for_them(tmp_path):
+    from medsight_lab.grading.release import find_leaks, hidden_case_lines
+    package = Path(checks.__file__).resolve().parents[1]
+    assert not checks.HIDDEN_CASES_FILE.is_relative_to(package)
+    lines = hidden_case_lines(checks.HIDDEN_CASES_FILE)
+    assert len(lines) >= 7 * 4                               # every exercise has hidden cases
+    assert find_leaks(package, lines) == []                  # the package the edition ships
+    leaked = tmp_path / "medsight_lab" / "grading" / "checks.py"
+    leaked.parent.mkdir(parents=True)
+    leaked.write_text("x = 1\n    " + lines[0] + "\n")
+    assert find_leaks(tmp_path, lines) == [(leaked, lines[0])]
+
+
+def test_without_the_hidden_cases_only_the_visible_suite_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv(checks.HIDDEN_CASES_ENV, str(tmp_path / "missing.py"))
+    result = run_check("attention_entropy", attention_entropy, "hidden")
+    assert not result.passed and "exist only in the instructor's copy" in result.message
+    assert run_check("attention_entropy", attention_entropy).passed
