@@ -3,6 +3,7 @@ verdict that names the mistake; broken answers give a verdict instead of an exce
 
 import contextlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,7 +71,7 @@ def pointing_game_and_mass(rows, lesions):
     return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()
 
 
-RIGHT = {"cross_attention": cross_attention, "causal_mask": causal_attention_weights,
+RIGHT = {"cross_attention": cross_attention, "causal_attention_weights": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass}
@@ -87,7 +88,7 @@ def test_the_right_answer_passes(exercise, suite):
 
 def test_other_right_answers_pass():
     large_negative = lambda s: causal_attention_weights(s, fill=-1e9)  # noqa: E731
-    assert run_check("causal_mask", large_negative, "hidden").passed
+    assert run_check("causal_attention_weights", large_negative, "hidden").passed
     entr = lambda a: torch.special.entr(a[-1].mean(1)).sum(-1).mean()  # noqa: E731
     assert run_check("attention_entropy", entr, "visible").passed
 
@@ -277,25 +278,25 @@ WRONG = [
      "split the wrong way"),
     ("cross_attention", "visible", lambda q, k, v, h: cross_attention(q, k, v, h, raw=True),
      "raw scores"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: causal_attention_weights(s, keep=lambda T: torch.ones(T, T).triu()),
      "attends to the future"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: causal_attention_weights(s, keep=lambda T: torch.ones(T, T).tril(-1)),
      "diagonal is masked"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: s.softmax(-1) * torch.ones(s.shape[-1], s.shape[-1]).tril(),
      "mask after the softmax"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: s.softmax(-1).masked_fill(~torch.ones(s.shape[-1], s.shape[-1]).tril().bool(), 0),
      "mask after the softmax"),
-    ("causal_mask", "visible", lambda s: causal_attention_weights(s, fill=0.0),
+    ("causal_attention_weights", "visible", lambda s: causal_attention_weights(s, fill=0.0),
      "set to 0"),
-    ("causal_mask", "visible", lambda s: s.softmax(-1), "no mask is applied"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible", lambda s: s.softmax(-1), "no mask is applied"),
+    ("causal_attention_weights", "visible",
      lambda s: s.masked_fill(~torch.ones(s.shape[-1], s.shape[-1]).tril().bool(),
                              float("-inf")).softmax(-2), "wrong axis"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: s.masked_fill_(~torch.ones(s.shape[-1], s.shape[-1]).tril().bool(),
                               float("-inf")).softmax(-1), "in place"),
 ]
@@ -325,7 +326,7 @@ def test_a_wrong_answer_fails_with_its_diagnosis(exercise, suite, answer, words)
 def test_every_known_mistake_is_exercised():
     """The tables of known mistakes and this test's wrong answers cover each other."""
     tables = {"cross_attention": checks._CROSS_ATTENTION_MISTAKES,
-              "causal_mask": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
+              "causal_attention_weights": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
               "grounding_loss": checks._GROUNDING_MISTAKES,
               "attention_entropy": checks._ENTROPY_MISTAKES,
               "pointing_game_and_mass": checks._POINTING_MISTAKES}
@@ -355,7 +356,7 @@ def test_an_unknown_wrong_answer_names_the_case():
     ("attention_entropy", ml.attention_entropy, "attention_entropy"),
     ("pointing_game_and_mass", ml.metrics.pointing_game_and_mass, "pointing_game_and_mass"),
     ("cross_attention", ml.multi_head_attention, "multi_head_attention"),
-    ("causal_mask", lambda s: causal_attention_weights(
+    ("causal_attention_weights", lambda s: causal_attention_weights(
         s, keep=lambda T: ml.causal_mask(T)), "causal_mask"),
     ("compute_loss", lambda lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01: (
         ml.shifted_cross_entropy(lo, t), 0, 0, 0), "shifted_cross_entropy"),
@@ -438,7 +439,7 @@ def test_gradients_are_checked_even_when_the_notebook_switched_autograd_off():
         return torch.tensor(scores.masked_fill(~allowed, float("-inf")).softmax(-1).tolist())
 
     with torch.no_grad():
-        result = run_check("causal_mask", detached, "hidden")
+        result = run_check("causal_attention_weights", detached, "hidden")
     assert not result.passed and "no gradient flows back" in result.message, result.message
 
 
@@ -486,3 +487,25 @@ def test_the_verdict_never_contains_a_number_from_a_computation():
     for exercise, answer, _ in [(w[0], w[2], w[3]) for w in WRONG]:
         message = run_check(exercise, answer).message
         assert "tensor(" not in message and "e-0" not in message, message
+
+
+# -- the hidden cases live outside the package --------------------------------------------------
+
+def test_the_hidden_cases_are_outside_the_package_and_the_release_scans_for_them(tmp_path):
+    from medsight_lab.grading.release import find_leaks, hidden_case_lines
+    package = Path(checks.__file__).resolve().parents[1]
+    assert not checks.HIDDEN_CASES_FILE.is_relative_to(package)
+    lines = hidden_case_lines(checks.HIDDEN_CASES_FILE)
+    assert len(lines) >= 7 * 4                               # every exercise has hidden cases
+    assert find_leaks(package, lines) == []                  # the package the edition ships
+    leaked = tmp_path / "medsight_lab" / "grading" / "checks.py"
+    leaked.parent.mkdir(parents=True)
+    leaked.write_text("x = 1\n    " + lines[0] + "\n")
+    assert find_leaks(tmp_path, lines) == [(leaked, lines[0])]
+
+
+def test_without_the_hidden_cases_only_the_visible_suite_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv(checks.HIDDEN_CASES_ENV, str(tmp_path / "missing.py"))
+    result = run_check("attention_entropy", attention_entropy, "hidden")
+    assert not result.passed and "exist only in the instructor's copy" in result.message
+    assert run_check("attention_entropy", attention_entropy).passed

@@ -1,20 +1,28 @@
-"""Exercise checks: `check(exercise_id, fn)` prints one verdict line a student can act on.
+"""Exercise checks: the cases, references and known mistakes of every exercise, and the judge.
 
-A check runs the student's function on a few cases and compares it with the package's reference
-implementation inside this module, with a tolerance, so the printed line is the same on CPU and
-GPU and never shows a number. When the answer is wrong it recomputes known mistakes on the same
-inputs (unshifted cross-entropy, unnormalised target, missing scale, ...) and names the one the
-student's output matches. `suite="hidden"` (the grader's extra tests) adds fresh random inputs,
-edge cases and properties: gradients equal the reference's, inputs are not modified in place.
+`check(exercise_id, fn)` (the chapters' check cells) runs the student's function here, on the
+visible cases, and prints one verdict line a student can act on. The grader runs the same cases
+(and the hidden ones) in a sandbox instead (grading/runner.py), gets the outputs back as data, and
+judges them with the same `judge_suite`: one judge, two ways of calling the student's function.
 
-While the student's function runs, the package's own implementations of the exercises are switched
-off (their code swapped for a stub that records the call), so `compute_loss = ml.compute_loss`
-or any alias of it cannot pass.
+The judge compares an output with the package's reference implementation on the same inputs, with
+a tolerance, so the verdict is the same on CPU and GPU and never shows a number. When the answer
+is wrong it recomputes known mistakes on the same inputs (unshifted cross-entropy, unnormalised
+target, missing scale, ...) and names the one the student's output matches. The hidden suite
+(fresh random inputs, edge cases, gradients equal the reference's) lives outside the package, in
+the instructor's `instructor/hidden_cases.py`; inputs changed in place fail every suite.
+
+While check() runs the student's function in the student's own kernel, the package's own
+implementations of the exercises are switched off (their code swapped for a stub that records the
+call), so that `compute_loss = ml.compute_loss` fails there too; in the grader's sandbox there is
+no package at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import inspect
 import io
 import itertools
@@ -26,6 +34,7 @@ import textwrap
 import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -35,6 +44,7 @@ from .. import loss as _loss
 from .. import metrics as _metrics
 from .. import model as _model
 from .policy import answer_problem
+from .runner import Opaque, projected_gradients, tensors
 
 TIME_LIMIT_S = 10          # per call of the student's function
 ATOL, RTOL = 1e-5, 1e-4
@@ -49,7 +59,7 @@ class Exercise:
 
 EXERCISES = {
     "cross_attention": Exercise("cross_attention", 2, "02_architecture"),
-    "causal_mask": Exercise("causal_attention_weights", 1, "02_architecture"),
+    "causal_attention_weights": Exercise("causal_attention_weights", 1, "02_architecture"),
     "shifted_cross_entropy": Exercise("shifted_cross_entropy", 2, "03_loss"),
     "grounding_loss": Exercise("grounding_loss", 2, "03_loss"),
     "attention_entropy": Exercise("attention_entropy", 1, "03_loss"),
@@ -106,6 +116,21 @@ def _loss_inputs(seed, B=3, T=7, V=11, H=2, N=6, layers=2, padding=True, finding
     return logits, token_ids, attn, masks
 
 
+def _ce_inputs(seed, **kw):
+    """(logits, token_ids) of `_loss_inputs`."""
+    return _loss_inputs(seed, **kw)[:2]
+
+
+def _grounding_inputs(seed, **kw):
+    """(attn_weights, finding_masks) of `_loss_inputs`."""
+    return _loss_inputs(seed, **kw)[2:]
+
+
+def _entropy_inputs(seed, **kw):
+    """(attn_weights,) of `_loss_inputs`."""
+    return _loss_inputs(seed, **kw)[2:3]
+
+
 def _attention_inputs(seed, B=2, T=5, N=6, D=8):
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(B, L, D, generator=g) for L in (T, N, N))
@@ -116,82 +141,40 @@ def _scores(seed, *shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# Cases per exercise: a few visible ones, then the hidden suite
+# Visible cases per exercise (the hidden ones live in the instructor's tree: HIDDEN_CASES_FILE)
 # ---------------------------------------------------------------------------------------------
 
-def _cases_cross_attention(suite):
-    if suite == "visible":
-        return [Case("a batch of 2 with 2 heads", (*_attention_inputs(0), 2)),
-                Case("a batch of 2 with 4 heads", (*_attention_inputs(1, D=16), 4)),
-                Case("a single image (B=1)", (*_attention_inputs(2, B=1), 2))]
-    return [Case("fresh random inputs", (*_attention_inputs(10, B=3, T=7, N=16, D=12), 3),
-                 grad=True),
-            Case("fresh random inputs", (*_attention_inputs(11, D=16), 4), grad=True),
-            Case("a single head (H=1)", (*_attention_inputs(12), 1)),
-            Case("a single image (B=1) and two tokens (T=2)",
-                 (*_attention_inputs(13, B=1, T=2), 2)),
-            Case("a different number of patches (N=9)", (*_attention_inputs(14, N=9), 2))]
+def _cases_cross_attention():
+    return [Case("a batch of 2 with 2 heads", (*_attention_inputs(0), 2)),
+            Case("a batch of 2 with 4 heads", (*_attention_inputs(1, D=16), 4)),
+            Case("a single image (B=1)", (*_attention_inputs(2, B=1), 2))]
 
 
-def _cases_causal_mask(suite):
-    if suite == "visible":
-        return [Case("a 4 x 4 score matrix", (_scores(0, 4, 4),)),
-                Case("a batch of scores (B, H, T, T)", (_scores(1, 2, 3, 5, 5),)),
-                Case("a batch of scores (B, H, T, T)", (_scores(2, 1, 2, 6, 6),))]
-    return [Case("fresh random scores", (_scores(10, 3, 2, 7, 7),), grad=True),
-            Case("fresh random scores", (_scores(11, 2, 9, 9),), grad=True),
-            Case("two positions (T=2)", (_scores(12, 2, 2, 2),)),
-            Case("a single position (T=1)", (_scores(13, 2, 1, 1),)),
-            Case("scores with large values", (_scores(14, 4, 6, 6) * 20,))]
+def _cases_causal_attention_weights():
+    return [Case("a 4 x 4 score matrix", (_scores(0, 4, 4),)),
+            Case("a batch of scores (B, H, T, T)", (_scores(1, 2, 3, 5, 5),)),
+            Case("a batch of scores (B, H, T, T)", (_scores(2, 1, 2, 6, 6),))]
 
 
-def _cases_shifted_cross_entropy(suite):
-    ce = lambda seed, **kw: _loss_inputs(seed, **kw)[:2]  # noqa: E731 (logits, token_ids)
-    if suite == "visible":
-        return [Case("a batch without padding", ce(0, padding=False)),
-                Case("a batch with padding", ce(1)),
-                Case("a single report (B=1)", ce(2, B=1)),
-                Case("a batch with padding", ce(3, B=4, T=9, V=13)),
-                Case("a batch padded with pad_id=4", ce(4, pad_id=4), {"pad_id": 4})]
-    return [Case("fresh random inputs", ce(10, B=4, T=12, V=36), grad=True),
-            Case("fresh random inputs", ce(11), grad=True),
-            Case("a batch with a report that is all <pad>", ce(12, all_pad_row=True)),
-            Case("reports of two tokens (T=2)", ce(13, T=2, padding=False)),
-            Case("a batch padded with pad_id=4", ce(14, pad_id=4), {"pad_id": 4}),
-            Case("a single report with padding (B=1)", ce(15, B=1, T=6)),
-            Case("a long batch with padding", ce(16, B=2, T=20, V=36))]
+def _cases_shifted_cross_entropy():
+    return [Case("a batch without padding", _ce_inputs(0, padding=False)),
+            Case("a batch with padding", _ce_inputs(1)),
+            Case("a single report (B=1)", _ce_inputs(2, B=1)),
+            Case("a batch with padding", _ce_inputs(3, B=4, T=9, V=13)),
+            Case("a batch padded with pad_id=4", _ce_inputs(4, pad_id=4), {"pad_id": 4})]
 
 
-def _cases_grounding_loss(suite):
-    g = lambda seed, **kw: _loss_inputs(seed, **kw)[2:]  # noqa: E731 (attn_weights, finding_masks)
-    if suite == "visible":
-        return [Case("a batch with findings", g(0)),
-                Case("a batch with findings", g(1, B=4, N=9)),
-                Case("a single image with a finding (B=1)", g(2, B=1)),
-                Case("a batch in which no image has a finding", g(3, findings=False))]
-    return [Case("fresh random inputs", g(10, B=4, T=12, H=4, N=16), grad=True),
-            Case("fresh random inputs", g(11), grad=True),
-            Case("a batch in which no image has a finding", g(12, findings=False)),
-            Case("a single head (H=1)", g(13, H=1)),
-            Case("a single layer", g(14, layers=1)),
-            Case("a different number of patches (N=9)", g(15, N=9)),
-            Case("a single image with a finding (B=1)", g(16, B=1, T=4)),
-            Case("attention weights of exactly 0 and 1 on a finding row",
-                 g(17, saturated_finding_row=True))]
+def _cases_grounding_loss():
+    return [Case("a batch with findings", _grounding_inputs(0)),
+            Case("a batch with findings", _grounding_inputs(1, B=4, N=9)),
+            Case("a single image with a finding (B=1)", _grounding_inputs(2, B=1)),
+            Case("a batch in which no image has a finding", _grounding_inputs(3, findings=False))]
 
 
-def _cases_attention_entropy(suite):
-    a = lambda seed, **kw: _loss_inputs(seed, **kw)[2:3]  # noqa: E731 (attn_weights,)
-    if suite == "visible":
-        return [Case("a batch of attention maps", a(0)),
-                Case("a batch of attention maps", a(1, B=4, H=4, N=9)),
-                Case("a single image (B=1)", a(2, B=1))]
-    return [Case("fresh random inputs", a(10, B=4, T=12, H=4, N=16), grad=True),
-            Case("fresh random inputs", a(11), grad=True),
-            Case("attention rows with weights exactly 0", a(12, one_hot_row=True)),
-            Case("a single head (H=1)", a(13, H=1)),
-            Case("a single layer", a(14, layers=1)),
-            Case("two positions (T=2)", a(15, T=2))]
+def _cases_attention_entropy():
+    return [Case("a batch of attention maps", _entropy_inputs(0)),
+            Case("a batch of attention maps", _entropy_inputs(1, B=4, H=4, N=9)),
+            Case("a single image (B=1)", _entropy_inputs(2, B=1))]
 
 
 def _grounding_rows(seed, M=6, N=16, sharp=3.0, sizes=(2, 3, 4), one_hot=False):
@@ -210,35 +193,18 @@ def _grounding_rows(seed, M=6, N=16, sharp=3.0, sizes=(2, 3, 4), one_hot=False):
     return rows, lesions
 
 
-def _cases_pointing_game_and_mass(suite):
-    if suite == "visible":
-        return [Case("6 attention rows over 16 patches", _grounding_rows(0)),
-                Case("10 attention rows over 16 patches", _grounding_rows(1, M=10)),
-                Case("attention rows over 9 patches", _grounding_rows(2, N=9, sizes=(2, 3)))]
-    return [Case("fresh random rows", _grounding_rows(10, M=40)),
-            Case("a single row (M=1)", _grounding_rows(11, M=1)),
-            Case("rows with all weight on one patch", _grounding_rows(12, one_hot=True)),
-            Case("nearly uniform rows", _grounding_rows(13, sharp=0.05)),
-            Case("lesions of one patch", _grounding_rows(14, sizes=(1,)))]
+def _cases_pointing_game_and_mass():
+    return [Case("6 attention rows over 16 patches", _grounding_rows(0)),
+            Case("10 attention rows over 16 patches", _grounding_rows(1, M=10)),
+            Case("attention rows over 9 patches", _grounding_rows(2, N=9, sizes=(2, 3)))]
 
 
-def _cases_compute_loss(suite):
-    if suite == "visible":
-        return [Case("a batch with padding and findings", _loss_inputs(0)),
-                Case("a batch with padding and findings", _loss_inputs(1, B=4, T=9, N=9)),
-                Case("a call with lambda_ground=0.5, lambda_entropy=0.2", _loss_inputs(2),
-                     {"lambda_ground": 0.5, "lambda_entropy": 0.2}),
-                Case("a batch in which no image has a finding", _loss_inputs(3, findings=False))]
-    return [Case("fresh random inputs", _loss_inputs(10, B=4, T=12, V=36, H=4, N=16), grad=True),
-            Case("fresh random inputs with lambda_ground=1, lambda_entropy=0.5",
-                 _loss_inputs(11), {"lambda_ground": 1.0, "lambda_entropy": 0.5}, grad=True),
-            Case("a batch in which no image has a finding", _loss_inputs(12, findings=False)),
-            Case("a batch with a report that is all <pad>", _loss_inputs(13, all_pad_row=True)),
-            Case("a single report (B=1)", _loss_inputs(14, B=1)),
-            Case("a single head and a single layer", _loss_inputs(15, H=1, layers=1)),
-            Case("reports of two tokens (T=2)", _loss_inputs(16, T=2)),
-            Case("lambdas of zero", _loss_inputs(17), {"lambda_ground": 0.0,
-                                                       "lambda_entropy": 0.0})]
+def _cases_compute_loss():
+    return [Case("a batch with padding and findings", _loss_inputs(0)),
+            Case("a batch with padding and findings", _loss_inputs(1, B=4, T=9, N=9)),
+            Case("a call with lambda_ground=0.5, lambda_entropy=0.2", _loss_inputs(2),
+                 {"lambda_ground": 0.5, "lambda_entropy": 0.2}),
+            Case("a batch in which no image has a finding", _loss_inputs(3, findings=False))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,7 +483,7 @@ def _diagnose_compute_loss(out, expected, args, kwargs):
 @dataclass(frozen=True)
 class _Spec:
     reference: Callable
-    cases: Callable[[str], list]
+    cases: Callable[[], list]   # the visible cases
     outputs: tuple          # names of the returned values
     shapes: tuple           # how each returned shape is spelt in a message
     inputs: tuple           # the arguments' names, for messages
@@ -534,8 +500,8 @@ _SPECS = {
         lambda q, k, v, h: _model.multi_head_attention(q, k, v, h), _cases_cross_attention,
         ("context", "weights"), ("(B, T, D)", "(B, H, T, N)"),
         ("query", "key", "value", "num_heads"), (0, 1, 2), _mistakes(_CROSS_ATTENTION_MISTAKES)),
-    "causal_mask": _Spec(
-        _reference_causal, _cases_causal_mask, ("weights",), ("the shape of scores",),
+    "causal_attention_weights": _Spec(
+        _reference_causal, _cases_causal_attention_weights, ("weights",), ("the shape of scores",),
         ("scores",), (0,), _mistakes(_CAUSAL_MISTAKES)),
     "shifted_cross_entropy": _Spec(
         lambda lo, t, pad_id=0: _loss.shifted_cross_entropy(lo, t, pad_id),
@@ -561,9 +527,102 @@ _SPECS = {
 assert _SPECS.keys() == EXERCISES.keys()
 
 
+
+
 # ---------------------------------------------------------------------------------------------
-# Running the student's function safely
+# Cases: the visible ones here, the hidden ones in the instructor's tree
 # ---------------------------------------------------------------------------------------------
+
+# Beside the package in the instructor's checkout (the package is installed from it in editable
+# mode); absent from the student edition and from the grading sandbox.
+HIDDEN_CASES_FILE = Path(__file__).resolve().parents[2] / "instructor" / "hidden_cases.py"
+HIDDEN_CASES_ENV = "MEDSIGHT_HIDDEN_CASES"      # another location, e.g. for a grading server
+
+
+class HiddenCasesMissing(LookupError):
+    """The hidden cases are not on this machine (e.g. in the student edition)."""
+
+
+def hidden_cases_file():
+    return Path(os.environ.get(HIDDEN_CASES_ENV) or HIDDEN_CASES_FILE)
+
+
+def hidden_cases(exercise_id):
+    """The exercise's hidden cases, read from the instructor's `hidden_cases.py`."""
+    path = hidden_cases_file()
+    if not path.is_file():
+        raise HiddenCasesMissing(f"the hidden cases are not on this machine ({path} is missing): "
+                                 "they exist only in the instructor's copy of the course")
+    module = _load_hidden_module(str(path), path.stat().st_mtime_ns)
+    if exercise_id not in module.HIDDEN:
+        raise HiddenCasesMissing(f"{path} has no hidden cases for {exercise_id}")
+    return module.HIDDEN[exercise_id]()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_hidden_module(path, mtime):
+    spec = importlib.util.spec_from_file_location("medsight_hidden_cases", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cases(exercise_id, suite):
+    """The cases of one suite ("visible" or "hidden") of an exercise."""
+    return _SPECS[exercise_id].cases() if suite == "visible" else hidden_cases(exercise_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# What one call of the student's function gave: in this process (check) or from the sandbox
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """One call of the student's function on one case, as data. `problem` (in words) when the
+    call did not return; else the output, the arguments as they are after the call, and, for a
+    gradient case, the gradients of `projection(expected)` w.r.t. the `spec.grad_args` tensors
+    (None where no gradient flowed)."""
+    problem: str | None = None
+    out: object = None
+    args_after: tuple = ()
+    grads: list | None = None
+
+
+def projection(expected):
+    """The fixed random weights, one per output, whose weighted sum's gradient is compared."""
+    g = torch.Generator().manual_seed(1234)
+    outs = expected if isinstance(expected, (tuple, list)) else (expected,)
+    return [torch.randn(o.numel(), generator=g) for o in outs]
+
+
+def grad_inputs(spec, args):
+    """The tensors whose gradients are compared: the float tensors of the `grad_args`."""
+    return [t for i in spec.grad_args for t in tensors(args[i]) if t.is_floating_point()]
+
+
+def timeout_problem(seconds, label):
+    return f"did not finish within {seconds:g} s on {label}: an infinite loop?"
+
+
+def raised_problem(kind, message, label):
+    return f"your function raised {kind} on {label}: {message}"
+
+
+NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with your code"
+
+
+def _not_implemented(err, fn):
+    """The stub message, or which other exercise's stub the answer called."""
+    stub = re.fullmatch(r"(\w+): your code here", str(err))
+    other = next((e for i, e in EXERCISES.items() if stub and stub.group(1) in (i, e.function)),
+                 None)
+    if other is not None and other.function != getattr(fn, "__name__", None):
+        return (f"your function calls {other.function}, which is not implemented yet: "
+                "do that exercise first")
+    return NOT_IMPLEMENTED
+
+
+# -- in this process: the student's own check() ------------------------------------------------
 
 class ReferenceCalled(Exception):
     """Raised by the package's exercise functions while a student's answer is being checked."""
@@ -573,6 +632,8 @@ class _TimeUp(BaseException):
     """A BaseException, so that a student's `except Exception` cannot swallow it."""
 
 
+# The package's implementations of the exercises: switched off while check() runs an answer in
+# the student's own kernel. (The grader needs no such thing: its sandbox has no package.)
 _GUARDED = [(_model, "multi_head_attention"), (_model, "causal_mask"),
             (_loss, "shifted_cross_entropy"), (_loss, "grounding_loss"),
             (_loss, "attention_entropy"), (_loss, "compute_loss"),
@@ -625,6 +686,41 @@ def _time_limit(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
+@torch.enable_grad()   # whatever the notebook did to autograd, the gradient checks must see it
+def call_in_process(spec, fn, case):
+    """Run the student's function on `case` here, printing silenced and the package's exercise
+    functions switched off; the `Outcome`."""
+    args = _clone(case.args)
+    inputs = grad_inputs(spec, args) if case.grad else []
+    for t in inputs:
+        t.requires_grad_()
+    del _called_references[:]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings(), _references_switched_off(), _time_limit(TIME_LIMIT_S):
+            warnings.simplefilter("ignore")
+            out = fn(*args, **case.kwargs)
+    except _TimeUp:
+        return Outcome(timeout_problem(TIME_LIMIT_S, case.label))
+    except (Exception, SystemExit) as err:  # the student's error is the verdict, never a crash
+        if not _called_references:
+            if isinstance(err, NotImplementedError):
+                return Outcome(_not_implemented(err, fn))
+            return Outcome(raised_problem(type(err).__name__, _first_line(err), case.label))
+    if _called_references:
+        return Outcome(f"your answer calls medsight_lab's own {_called_references[0]} — write it "
+                       "yourself")
+    grads = None
+    if case.grad:
+        expected = spec.reference(*_clone(case.args), **case.kwargs)
+        grads = projected_gradients(out, inputs, projection(expected))
+    return Outcome(None, out, args, grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging one outcome: the same code for check() and for the grader
+# ---------------------------------------------------------------------------------------------
+
 def _clone(x, requires_grad=False):
     if isinstance(x, torch.Tensor):
         x = x.detach().clone()
@@ -632,14 +728,6 @@ def _clone(x, requires_grad=False):
     if isinstance(x, (list, tuple)):
         return type(x)(_clone(item, requires_grad) for item in x)
     return x
-
-
-def _tensors(x):
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, (list, tuple)):
-        return [t for item in x for t in _tensors(item)]
-    return []
 
 
 def _matches(out, expected, reference=None):
@@ -670,56 +758,14 @@ def _describe(x):
         return f"a tensor of shape {tuple(x.shape)}"
     if isinstance(x, (tuple, list)):
         return f"a {type(x).__name__} of {len(x)}"
-    name = type(x).__name__
-    return "None" if x is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    name = x.type_name if isinstance(x, Opaque) else type(x).__name__
+    return "None" if x is None else f"{'an' if name[:1] in tuple('aeiou') else 'a'} {name}"
 
 
 def _first_line(err):
     text = str(err).strip().splitlines()
     return (text[0][:200] if text else "").strip()
 
-
-NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with your code"
-
-
-def _not_implemented(err, fn):
-    """The stub message, or which other exercise's stub the answer called."""
-    stub = re.fullmatch(r"(\w+): your code here", str(err))
-    other = EXERCISES.get(stub.group(1)) if stub else None
-    if other is not None and other.function != getattr(fn, "__name__", None):
-        return (f"your function calls {other.function}, which is not implemented yet: "
-                "do that exercise first")
-    return NOT_IMPLEMENTED
-
-
-def _call(fn, args, kwargs, label):
-    """Run the student's function with its printing silenced and the references switched off.
-    Returns (output, problem); problem is None or a short message."""
-    del _called_references[:]
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings(), _references_switched_off(), _time_limit(TIME_LIMIT_S):
-            warnings.simplefilter("ignore")
-            out = fn(*args, **kwargs)
-    except _TimeUp:
-        return None, f"did not finish within {TIME_LIMIT_S} s on {label}: an infinite loop?"
-    except (Exception, SystemExit) as err:  # the student's error is the verdict, never a crash
-        if _called_references:
-            out = None
-        elif isinstance(err, NotImplementedError):
-            return None, _not_implemented(err, fn)
-        else:
-            return None, (f"your function raised {type(err).__name__} on {label}: "
-                          f"{_first_line(err)}")
-    if _called_references:
-        return None, (f"your answer calls medsight_lab's own {_called_references[0]} — write it "
-                      "yourself")
-    return out, None
-
-
-# ---------------------------------------------------------------------------------------------
-# Judging one case
-# ---------------------------------------------------------------------------------------------
 
 def _structure_problem(out, spec):
     """Wrong type or number of returned values, in words."""
@@ -762,7 +808,7 @@ def _value_problem(spec, out, expected, case):
     problem = _shape_problem(out, expected, spec)
     if problem:
         return f"{problem} (on {case.label})"
-    if not all(torch.isfinite(t).all() for t in _tensors(out)):
+    if not all(torch.isfinite(t).all() for t in tensors(out)):
         return f"returned NaN or inf on {case.label}: a log of 0 or a division by 0?"
     if len(spec.outputs) > 1:
         wrong = next(n for n, o, e in zip(spec.outputs, out, expected) if not _matches(o, e))
@@ -770,24 +816,17 @@ def _value_problem(spec, out, expected, case):
     return f"wrong value on {case.label}"
 
 
-def _gradients(out, inputs):
-    """Gradients of a fixed random projection of every output w.r.t. `inputs` (None if the
-    outputs are cut off from the inputs)."""
-    g = torch.Generator().manual_seed(1234)
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    objective = sum((o.reshape(-1).float() * torch.randn(o.numel(), generator=g)).sum()
-                    for o in outs)
-    if not objective.requires_grad:
-        return [None] * len(inputs)
-    return torch.autograd.grad(objective, inputs, allow_unused=True)
-
-
-def _gradient_problem(spec, out, args, case):
-    ref_args = _clone(case.args, requires_grad=True)
+def _gradient_problem(spec, grads, case):
+    """Compare the student's gradients (of the projection) with the reference's."""
+    ref_args = _clone(case.args)
+    inputs = grad_inputs(spec, ref_args)
+    for t in inputs:
+        t.requires_grad_()
     expected = spec.reference(*ref_args, **case.kwargs)
-    grads = _gradients(out, [t for i in spec.grad_args for t in _tensors(args[i])])
-    wanted = _gradients(expected, [t for i in spec.grad_args for t in _tensors(ref_args[i])])
-    names = [spec.inputs[i] for i in spec.grad_args for _ in _tensors(args[i])]
+    wanted = projected_gradients(expected, inputs, projection(expected))
+    names = [spec.inputs[i] for i in spec.grad_args for t in tensors(case.args[i])
+             if t.is_floating_point()]
+    grads = list(grads or []) + [None] * (len(wanted) - len(grads or []))
     for name, grad, want in zip(names, grads, wanted):
         if want is None:                     # e.g. a layer the loss does not read
             continue
@@ -805,24 +844,47 @@ def _gradient_problem(spec, out, args, case):
     return None
 
 
-@torch.enable_grad()   # whatever the notebook did to autograd, the gradient checks must see it
-def _judge(spec, fn, case):
-    """None if `fn` is right on `case`, else the problem in words."""
-    expected = spec.reference(*_clone(case.args), **case.kwargs)
-    args = _clone(case.args, requires_grad=case.grad)
-    out, problem = _call(fn, args, case.kwargs, case.label)
-    if problem:
-        return problem
+@torch.enable_grad()   # the reference's gradients, whatever the notebook did to autograd
+def judge(spec, case, outcome):
+    """None if `outcome` is right on `case`, else the problem in words."""
+    if outcome.problem:
+        return outcome.problem
+    out = outcome.out
     problem = _structure_problem(out, spec)
     if problem:
         return problem
+    expected = spec.reference(*_clone(case.args), **case.kwargs)
     if not _matches(out, expected):
         return _value_problem(spec, out, expected, case)
-    for name, given, original in zip(spec.inputs, args, case.args):
-        if not all(torch.equal(a, b) for a, b in zip(_tensors(given), _tensors(original))):
+    after = outcome.args_after
+    for name, given, original in zip(spec.inputs, after, case.args):
+        given, original = tensors(given), tensors(original)
+        if len(given) != len(original) or not all(
+                isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+                and torch.equal(a, b) for a, b in zip(given, original)):
             return (f"your function changes its input ({name}) in place: use out-of-place "
                     "operations (masked_fill, not masked_fill_; x = x + y, not x += y)")
-    return _gradient_problem(spec, out, args, case) if case.grad else None
+    return _gradient_problem(spec, outcome.grads, case) if case.grad else None
+
+
+def suite_title(exercise_id, suite):
+    return exercise_id + (" (hidden tests)" if suite == "hidden" else "")
+
+
+def judge_suite(exercise_id, suite, suite_cases, outcome_of):
+    """The verdict on one suite: the first case whose outcome (`outcome_of(case)`, asked for
+    lazily, in order) is wrong, or a pass."""
+    spec, title = _SPECS[exercise_id], suite_title(exercise_id, suite)
+    for case in suite_cases:
+        try:
+            problem = judge(spec, case, outcome_of(case))
+        except (Exception, SystemExit) as err:  # e.g. a returned object that breaks torch
+            problem = f"your result could not be checked ({type(err).__name__}: " \
+                      f"{_first_line(err)}) (on {case.label})"
+        if problem:
+            end = "" if problem.endswith(("?", ".")) else "."
+            return CheckResult(False, f"✘ {title}: {problem}{end}")
+    return CheckResult(True, f"✔ {title}: correct on {len(suite_cases)} cases.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -837,22 +899,17 @@ def run_check(exercise_id, fn, suite="visible") -> CheckResult:
     if suite not in ("visible", "hidden"):
         return CheckResult(False, f"✘ {exercise_id}: unknown suite {suite!r} "
                                   "(visible or hidden)")
-    title = exercise_id + (" (hidden tests)" if suite == "hidden" else "")
+    title = suite_title(exercise_id, suite)
     if not callable(fn):
         return CheckResult(False, f"✘ {title}: expected a function, got {_describe(fn)} — did "
                                   "you run the cell that defines it?")
+    try:
+        suite_cases = cases(exercise_id, suite)
+    except HiddenCasesMissing as err:
+        return CheckResult(False, f"✘ {title}: {err}")
     spec = _SPECS[exercise_id]
-    cases = spec.cases(suite)
-    for case in cases:
-        try:
-            problem = _judge(spec, fn, case)
-        except (Exception, SystemExit) as err:  # e.g. a returned object that breaks torch
-            problem = f"your result could not be checked ({type(err).__name__}: " \
-                      f"{_first_line(err)}) (on {case.label})"
-        if problem:
-            end = "" if problem.endswith(("?", ".")) else "."
-            return CheckResult(False, f"✘ {title}: {problem}{end}")
-    return CheckResult(True, f"✔ {title}: correct on {len(cases)} cases.")
+    return judge_suite(exercise_id, suite, suite_cases,
+                       lambda case: call_in_process(spec, fn, case))
 
 
 RAISE_ENV = "MEDSIGHT_CHECKS_RAISE"
@@ -862,13 +919,13 @@ def check(exercise_id, fn, suite="visible"):
     """Print the verdict line for `fn` on exercise `exercise_id`. Returns None, so that a
     notebook cell shows only the printed line. With the environment variable
     MEDSIGHT_CHECKS_RAISE=1, a failed check also raises AssertionError: nbgrader's autograder
-    scores a grade cell by whether it raises, not by what it prints."""
+    scores a grade cell by whether it raises, not by what it prints. `suite="hidden"` works only
+    where the instructor's hidden cases are (HIDDEN_CASES_FILE)."""
     result = run_check(exercise_id, fn, suite)
     refused = _refusal(fn) if result.passed else None
     if refused:
-        title = exercise_id + (" (hidden tests)" if suite == "hidden" else "")
-        result = CheckResult(False, f"✘ {title}: right, but the grader will refuse this answer: "
-                                    f"{refused}.")
+        result = CheckResult(False, f"✘ {suite_title(exercise_id, suite)}: right, but the grader "
+                                    f"will refuse this answer: {refused}.")
     print(result.message, flush=True)
     if not result.passed and os.environ.get(RAISE_ENV) == "1":
         raise AssertionError(result.message)
