@@ -460,11 +460,19 @@ def test_the_check_warns_of_an_answer_the_grader_would_refuse(tmp_path, capsys, 
     assert capsys.readouterr().out.startswith("✔")
 
 
-def test_for_nbgrader_a_failed_check_can_raise(monkeypatch, capsys):
+@pytest.mark.parametrize("variable, value", [(checks.RAISE_ENV, "1"),
+                                             (checks.NBGRADER_ENV, "validate"),
+                                             (checks.NBGRADER_ENV, "autograde")])
+def test_for_nbgrader_a_failed_check_raises(monkeypatch, capsys, variable, value):
+    """nbgrader scores a grade cell by whether it raises; it sets NBGRADER_EXECUTION itself."""
+    for name in checks.RAISE_ENVS:
+        monkeypatch.delenv(name, raising=False)
     wrong = lambda a: -attention_entropy(a)                       # noqa: E731
     check("attention_entropy", wrong)                             # by default it only prints
     assert capsys.readouterr().out.startswith("✘ attention_entropy")
-    monkeypatch.setenv(checks.RAISE_ENV, "1")
+    monkeypatch.setenv(checks.RAISE_ENV, "0")                     # off unless "1"
+    check("attention_entropy", wrong)
+    monkeypatch.setenv(variable, value)
     with pytest.raises(AssertionError, match="wrong sign"):
         check("attention_entropy", wrong)
     check("attention_entropy", attention_entropy)                 # a pass never raises

@@ -856,13 +856,20 @@ def run_check(exercise_id, fn, suite="visible") -> CheckResult:
 
 
 RAISE_ENV = "MEDSIGHT_CHECKS_RAISE"
+NBGRADER_ENV = "NBGRADER_EXECUTION"      # set by nbgrader in the kernels of validate and autograde
+RAISE_ENVS = (RAISE_ENV, NBGRADER_ENV)   # what a grader that reads verdict lines must unset
+
+
+def _raises_on_failure():
+    """nbgrader scores a grade cell by whether it raises, not by what it prints: a failed check
+    raises when nbgrader runs the notebook, or when MEDSIGHT_CHECKS_RAISE=1 asks for it."""
+    return os.environ.get(RAISE_ENV) == "1" or bool(os.environ.get(NBGRADER_ENV))
 
 
 def check(exercise_id, fn, suite="visible"):
     """Print the verdict line for `fn` on exercise `exercise_id`. Returns None, so that a
-    notebook cell shows only the printed line. With the environment variable
-    MEDSIGHT_CHECKS_RAISE=1, a failed check also raises AssertionError: nbgrader's autograder
-    scores a grade cell by whether it raises, not by what it prints."""
+    notebook cell shows only the printed line. Under nbgrader (its NBGRADER_EXECUTION variable)
+    or with MEDSIGHT_CHECKS_RAISE=1, a failed check also raises AssertionError."""
     result = run_check(exercise_id, fn, suite)
     refused = _refusal(fn) if result.passed else None
     if refused:
@@ -870,7 +877,7 @@ def check(exercise_id, fn, suite="visible"):
         result = CheckResult(False, f"✘ {title}: right, but the grader will refuse this answer: "
                                     f"{refused}.")
     print(result.message, flush=True)
-    if not result.passed and os.environ.get(RAISE_ENV) == "1":
+    if not result.passed and _raises_on_failure():
         raise AssertionError(result.message)
 
 

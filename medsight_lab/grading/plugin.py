@@ -44,7 +44,7 @@ import pytest
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
 from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError, get_sanitize_patterns
 
-from .checks import EXERCISES, RAISE_ENV
+from .checks import EXERCISES, RAISE_ENVS
 from .policy import answer_problem
 from .release import MARKDOWN_STUB, stub_source
 
@@ -389,9 +389,10 @@ def _kernel_environment(ipython_dir):
     only: an IPython folder of its own, so that no startup file one submission leaves behind runs
     in the kernel of the next; and checks that print their verdict rather than raise, whatever
     the grader's shell exported for nbgrader."""
-    saved = {key: os.environ.get(key) for key in ("IPYTHONDIR", RAISE_ENV)}
+    saved = {key: os.environ.get(key) for key in ("IPYTHONDIR", *RAISE_ENVS)}
     os.environ["IPYTHONDIR"] = str(ipython_dir)
-    os.environ.pop(RAISE_ENV, None)
+    for key in RAISE_ENVS:
+        os.environ.pop(key, None)
     try:
         yield
     finally:
