@@ -45,6 +45,7 @@ from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
 from nbval.plugin import IPyNbCell, IPyNbFile, NbCellError, get_sanitize_patterns
 
 from .checks import EXERCISES, RAISE_ENVS
+from .export import write_lms_csv
 from .policy import answer_problem
 from .release import MARKDOWN_STUB, stub_source
 
@@ -52,6 +53,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 GRADER = "medsight_lab_grader"
 GRADEBOOK_COLUMNS = ["submission", "exercise", "points", "max_points", "verdict"]
+LMS_CSV = "lms_grades.csv"       # the same grades, one row per student (grading/export.py)
 
 
 def pytest_addoption(parser):
@@ -339,11 +341,12 @@ class Grader:
                         exercise.problem = ("not graded: the grading run was interrupted "
                                             "before this check ran; grade again")
         (self.output / "feedback").mkdir(parents=True, exist_ok=True)
+        rows = [row for result in results for row in result.rows()]
         with open(self.output / "gradebook.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(GRADEBOOK_COLUMNS)
-            for result in results:
-                writer.writerows(result.rows())
+            writer.writerows(rows)
+        write_lms_csv(rows, self.output / LMS_CSV)
         for result in results:
             feedback = self.output / "feedback" / Path(result.name).with_suffix(".md")
             feedback.parent.mkdir(parents=True, exist_ok=True)
