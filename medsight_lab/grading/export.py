@@ -47,20 +47,21 @@ def student_of(submission):
     return first[:-len(".ipynb")] if first.endswith(".ipynb") else first
 
 
-def _record(row):
-    """(submission, exercise, points, max_points) of a gradebook row: a sequence in
-    GRADEBOOK_FIELDS order or a mapping with those keys (a row of gradebook.csv)."""
+def gradebook_record(row):
+    """(submission, exercise, points, max_points, verdict) of a gradebook row: a sequence in
+    GRADEBOOK_FIELDS order or a mapping with those keys (a row of gradebook.csv read back);
+    points as floats. Raises ValueError naming what was expected."""
     if isinstance(row, Mapping):
-        missing = [f for f in GRADEBOOK_FIELDS[:4] if f not in row]
+        missing = [f for f in GRADEBOOK_FIELDS if f not in row]
         if missing:
             raise ValueError(f"gradebook row {dict(row)!r} lacks {', '.join(missing)}; expected "
                              f"the columns {', '.join(GRADEBOOK_FIELDS)}")
-        values = [row[f] for f in GRADEBOOK_FIELDS[:4]]
+        values = [row[f] for f in GRADEBOOK_FIELDS]
     elif isinstance(row, (list, tuple)) and len(row) == len(GRADEBOOK_FIELDS):
-        values = list(row[:4])
+        values = list(row)
     else:
         raise ValueError(f"gradebook row {row!r}: expected ({', '.join(GRADEBOOK_FIELDS)})")
-    submission, exercise = str(values[0]), str(values[1])
+    submission, exercise, verdict = str(values[0]), str(values[1]), str(values[4])
     try:
         points, max_points = float(values[2]), float(values[3])
     except (TypeError, ValueError):
@@ -72,7 +73,7 @@ def _record(row):
                          f"max_points, got {values[2]!r} of {values[3]!r}")
     if not submission:
         raise ValueError(f"gradebook row {row!r}: the submission is empty")
-    return submission, exercise, points, max_points
+    return submission, exercise, points, max_points, verdict
 
 
 def lms_table(gradebook_rows):
@@ -81,7 +82,7 @@ def lms_table(gradebook_rows):
     student were both graded on the same exercise (which one counts is the instructor's call)."""
     grades, where = {}, {}                      # student -> {exercise: points}; who gave it
     for row in gradebook_rows:
-        submission, exercise, points, _ = _record(row)
+        submission, exercise, points, _, _ = gradebook_record(row)
         student = student_of(submission)
         scores = grades.setdefault(student, {})
         if exercise == NO_EXERCISE:
