@@ -166,3 +166,21 @@ def test_run_autograder_when_grading_itself_fails(bundle, tmp_path):
     results, log = run_autograder(root)
     assert results["score"] == 0, log
     assert results["tests"][0]["output"].startswith("not graded: the grading command stopped")
+
+
+def test_the_bundle_needs_the_instructor_notebooks(tmp_path, capsys):
+    from medsight_lab.cli import main
+    with pytest.raises(SystemExit) as stopped:
+        main(["autograder", "--reference", str(tmp_path), "--out", str(tmp_path / "a.zip")])
+    assert stopped.value.code == 2
+    assert f"no instructor notebooks (*.ipynb) in {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "a.zip").exists()
+
+
+def test_the_tests_that_share_the_bundle_share_an_xdist_group(request):
+    """tests/conftest.py keeps the users of a module-scoped fixture on one xdist worker (built
+    once there) and leaves the others free."""
+    for item in request.session.items:
+        if item.module is request.module:
+            grouped = item.get_closest_marker("xdist_group") is not None
+            assert grouped == ("bundle" in item.fixturenames), item.name
