@@ -5,7 +5,7 @@ Checks that every submission and exercise has its row and every score is the one
 both runs give the same gradebook, and prints both times and the speed-up.
 
     python benchmarks/bench_grading_class.py [--submissions 200] [--workers 2]
-        [--grade-timeout S] [--hog-mib 1024]
+        [--grade-timeout S] [--hog-mib 1024] [--broken-every 10]
 
 Issue 15's goal: >= 1.7x with -n 2, 200 submissions in <= 5 min on this 2-core machine. Exit
 status 1 if any check fails. Only the command line is used, so the grader's insides may change.
@@ -94,16 +94,16 @@ def make_submission(kind, student, instructor, hog_mib):
     return nb, expected
 
 
-def write_class(folder, n, hog_mib):
-    """n submissions: every tenth broken (the kinds in turn), the others correct, wrong or left
-    as released, in turn. Returns {file name: (kind, expected)}."""
+def write_class(folder, n, hog_mib, broken_every=10):
+    """n submissions: one in `broken_every` broken (the kinds in turn), the others correct, wrong
+    or left as released, in turn. Returns {file name: (kind, expected)}."""
     student_edition = release(ROOT / "notebooks", folder.parent / "student", build_html=False)
     student = nbformat.read(student_edition / "notebooks" / f"{CHAPTER}.ipynb", as_version=4)
     instructor = nbformat.read(ROOT / "notebooks" / f"{CHAPTER}.ipynb", as_version=4)
     plan = {}
     for i in range(n):
-        kind = (BROKEN_KINDS[(i // 10) % len(BROKEN_KINDS)] if i % 10 == 9
-                else ["correct", "wrong", "stub"][i % 3])
+        kind = (BROKEN_KINDS[(i // broken_every) % len(BROKEN_KINDS)]
+                if i % broken_every == broken_every - 1 else ["correct", "wrong", "stub"][i % 3])
         content, expected = make_submission(kind, student, instructor, hog_mib)
         name = f"student_{i:03d}.ipynb"
         if isinstance(content, bytes):
@@ -165,14 +165,18 @@ def main(argv=None):
                         help="per-cell limit passed to the grading command (default: its own)")
     parser.add_argument("--hog-mib", type=int, default=1024,
                         help="memory the memory-hog submissions take (MiB)")
+    parser.add_argument("--broken-every", type=int, default=10,
+                        help="one submission in this many is broken (default 10: 10 %%; a "
+                             "small trial run with 2 shows every kind)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         submissions = Path(tmp) / "submissions"
         submissions.mkdir()
-        plan = write_class(submissions, args.submissions, args.hog_mib)
+        plan = write_class(submissions, args.submissions, args.hog_mib, args.broken_every)
         broken = sum(kind in BROKEN_KINDS for kind, _ in plan.values())
+        kinds = sorted({kind for kind, _ in plan.values() if kind in BROKEN_KINDS})
         print(f"{args.submissions} submissions of {CHAPTER} ({broken} broken: "
-              f"{', '.join(BROKEN_KINDS)})", flush=True)
+              f"{', '.join(kinds)})", flush=True)
         runs, failed = {}, False
         for label, workers in (("serial", 0), (f"-n {args.workers}", args.workers)):
             seconds, rows, log = grade(submissions, Path(tmp) / label.replace(" ", ""),

@@ -109,3 +109,13 @@ def test_autograde_gives_a_stub_zero_and_a_solution_full_marks(course):
     # autograde put the hidden tests back (they are the instructor's, from the source)
     graded = (course / "autograded" / "solver" / ASSIGNMENT / "03_loss.ipynb").read_text()
     assert "✔ compute_loss (hidden tests)" in graded
+
+
+def test_the_graders_kernels_print_verdicts_even_in_an_nbgrader_shell(monkeypatch, tmp_path):
+    """The grading command reads verdict lines, so its kernels must not inherit nbgrader's
+    variable from the shell that started it (an instructor who also uses nbgrader)."""
+    from medsight_lab.grading.plugin import _kernel_environment
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with _kernel_environment(tmp_path / "ipython"):
+        assert "NBGRADER_EXECUTION" not in os.environ
+    assert os.environ["NBGRADER_EXECUTION"] == "autograde"                # put back
