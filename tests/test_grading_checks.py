@@ -156,7 +156,21 @@ WRONG = [
      lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),
     ("pointing_game_and_mass", "visible",
      lambda r, l: (pointing_game_and_mass(r, l)[0], ((r * l).sum(-1) / l.sum(-1)).mean()),
-     "the *sum* of a row's weights inside the lesion"),
+     "you divide each row's weight inside the lesion by the lesion's size"),
+    ("pointing_game_and_mass", "visible",                     # mean over the patches
+     lambda r, l: (pointing_game_and_mass(r, l)[0], (r * l).mean(-1).mean()),
+     "you average the weights inside the lesion over all the patches"),
+    ("pointing_game_and_mass", "hidden",
+     lambda r, l: (pointing_game_and_mass(r, l)[0], (r * l).mean()),
+     "you average the weights inside the lesion over all the patches"),
+    ("pointing_game_and_mass", "visible",                     # argmax over the rows, indexed
+     lambda r, l: (l.bool()[torch.arange(len(r)), r.argmax(dim=0)].float().mean(),
+                   pointing_game_and_mass(r, l)[1]),
+     "the argmax over the rows (dim=0)"),
+    ("pointing_game_and_mass", "hidden",                      # argmax over the rows, gathered
+     lambda r, l: (l.gather(1, r.argmax(dim=0).unsqueeze(1)).mean(),
+                   pointing_game_and_mass(r, l)[1]),
+     "the argmax over the rows (dim=0)"),
     ("pointing_game_and_mass", "visible",
      lambda r, l: (pointing_game_and_mass(r, l)[0], r.sum(-1).mean()),
      "multiply by the lesion mask first"),
@@ -290,6 +304,15 @@ WRONG = [
     ("causal_attention_weights", "visible",
      lambda s: s.softmax(-1).masked_fill(~torch.ones(s.shape[-1], s.shape[-1]).tril().bool(), 0),
      "mask after the softmax"),
+    ("causal_attention_weights", "visible",                                # -1e9 masks row 0 to uniform
+     lambda s: causal_attention_weights(s, fill=-1e9, keep=lambda T: torch.ones(T, T).tril(-1)),
+     "diagonal is masked"),
+    ("causal_attention_weights", "hidden",
+     lambda s: causal_attention_weights(s, fill=-1e9, keep=lambda T: torch.ones(T, T).tril(-1)),
+     "diagonal is masked"),
+    ("causal_attention_weights", "visible",
+     lambda s: causal_attention_weights(s, fill=-1e9, keep=lambda T: 1 - torch.ones(T, T).tril()),
+     "attends to the future"),
     ("causal_attention_weights", "visible", lambda s: causal_attention_weights(s, fill=0.0),
      "set to 0"),
     ("causal_attention_weights", "visible", lambda s: s.softmax(-1), "no mask is applied"),
@@ -461,11 +484,19 @@ def test_the_check_warns_of_an_answer_the_grader_would_refuse(tmp_path, capsys, 
     assert capsys.readouterr().out.startswith("✔")
 
 
-def test_for_nbgrader_a_failed_check_can_raise(monkeypatch, capsys):
+@pytest.mark.parametrize("variable, value", [(checks.RAISE_ENV, "1"),
+                                             (checks.NBGRADER_ENV, "validate"),
+                                             (checks.NBGRADER_ENV, "autograde")])
+def test_for_nbgrader_a_failed_check_raises(monkeypatch, capsys, variable, value):
+    """nbgrader scores a grade cell by whether it raises; it sets NBGRADER_EXECUTION itself."""
+    for name in checks.RAISE_ENVS:
+        monkeypatch.delenv(name, raising=False)
     wrong = lambda a: -attention_entropy(a)                       # noqa: E731
     check("attention_entropy", wrong)                             # by default it only prints
     assert capsys.readouterr().out.startswith("✘ attention_entropy")
-    monkeypatch.setenv(checks.RAISE_ENV, "1")
+    monkeypatch.setenv(checks.RAISE_ENV, "0")                     # off unless "1"
+    check("attention_entropy", wrong)
+    monkeypatch.setenv(variable, value)
     with pytest.raises(AssertionError, match="wrong sign"):
         check("attention_entropy", wrong)
     check("attention_entropy", attention_entropy)                 # a pass never raises

@@ -36,13 +36,14 @@ import pytest
 
 from . import checks, intake, running, sandbox
 from .gradebook import NO_EXERCISE, Row
-from . import gradebook
+from . import export, gradebook
 
 GRADER = "medsight_lab_grader"
 GRADEBOOK_COLUMNS = gradebook.COLUMNS
 ROW_PROPERTY = "medsight_lab_row"
 WRITTEN_PROPERTY = "medsight_lab_written"
 STAGING = ".staging"
+LMS_CSV = "lms_grades.csv"       # the same grades, one row per student (grading/export.py)
 
 
 def pytest_addoption(parser):
@@ -187,6 +188,9 @@ class Grader:
                          f"xdist workers: {workers or 'none (serial)'}",
                          f"staged: {len(self.staged)}, refused at intake: {len(self.refused)}",
                          f"wall time: {time.monotonic() - self.started:.1f} s"])
+        # The same grades for an LMS, one row per student (grading/export.py).
+        export.write_lms_csv([(r.submission, r.exercise, r.points, r.max_points, r.verdict)
+                              for r in gradebook.sort_rows(rows)], self.output / LMS_CSV)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def pytest_terminal_summary(self, terminalreporter):
