@@ -35,11 +35,11 @@ def test_one_test_per_exercise_with_the_verdict_and_the_total():
             ["alice.ipynb", "compute_loss", 1.5, 3, "partial credit"],
             ["alice.ipynb", "cross_attention", 0, 2,
              "the check did not finish within 60 s (an infinite loop in your function?)"],
-            ["alice.ipynb", "causal_mask", 0, 1, "syntax error in your answer: invalid syntax"]]
+            ["alice.ipynb", "causal_attention_weights", 0, 1, "syntax error in your answer: invalid syntax"]]
     results = results_json(rows, execution_time=12.7)
     tests = by_name(results)
     assert list(tests) == ["shifted_cross_entropy", "grounding_loss", "attention_entropy",
-                           "compute_loss", "cross_attention", "causal_mask"]
+                           "compute_loss", "cross_attention", "causal_attention_weights"]
     assert results["score"] == 3.5 and results["execution_time"] == 12
     assert [t["max_score"] for t in results["tests"]] == [2, 2, 1, 3, 2, 1]
     assert all(t["output"] == row[4] for t, row in zip(results["tests"], rows))
@@ -51,7 +51,7 @@ def test_one_test_per_exercise_with_the_verdict_and_the_total():
     assert tests["attention_entropy"]["visibility"] == VISIBLE
     assert tests["compute_loss"]["visibility"] == HIDDEN
     assert tests["cross_attention"]["visibility"] == HIDDEN     # the loop may be a hidden case's
-    assert tests["causal_mask"]["visibility"] == VISIBLE
+    assert tests["causal_attention_weights"]["visibility"] == VISIBLE
     assert results["stdout_visibility"] == "hidden"
     json.dumps(results)                                     # it is JSON
 
@@ -72,7 +72,7 @@ def test_no_notebook_at_all_scores_zero_with_a_message():
 
 
 def test_several_notebooks_name_their_tests_by_file():
-    rows = [["02_architecture.ipynb", "causal_mask", 1, 1, "✔"],
+    rows = [["02_architecture.ipynb", "causal_attention_weights", 1, 1, "✔"],
             ["03_loss.ipynb", "compute_loss", 0, 3, "✘ compute_loss: wrong."]]
     assert list(by_name(results_json(rows))) == ["02_architecture.ipynb: causal_mask",
                                                  "03_loss.ipynb: compute_loss"]
