@@ -129,9 +129,9 @@ def chapter(name, solved=True):
 
 def test_the_grading_command_writes_the_lms_csv_beside_the_gradebook(tmp_path):
     submissions, out = tmp_path / "submissions", tmp_path / "grades"
-    (submissions / "alice").mkdir(parents=True)
-    nbformat.write(chapter("02_architecture"), submissions / "alice" / "02_architecture.ipynb")
-    nbformat.write(chapter("03_loss", solved=False), submissions / "alice" / "03_loss.ipynb")
+    submissions.mkdir()
+    nbformat.write(chapter("02_architecture"), submissions / "alice.ipynb")
+    nbformat.write(chapter("03_loss", solved=False), submissions / "bob.ipynb")
     (submissions / "=1+1.ipynb").write_text("not a notebook")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
@@ -140,11 +140,13 @@ def test_the_grading_command_writes_the_lms_csv_beside_the_gradebook(tmp_path):
     with open(out / "lms_grades.csv", newline="", encoding="utf-8") as f:
         table = {r["Student"]: r for r in csv.DictReader(f)}
     # intake renames "=1+1.ipynb" to a safe "1_1.ipynb" before anything reads it
-    assert set(table) == {"alice", "1_1"}, run.stdout[-3000:]
-    alice = table["alice"]
+    assert set(table) == {"alice", "bob", "1_1"}, run.stdout[-3000:]
+    alice, bob = table["alice"], table["bob"]
     chapter_2 = [e for e, ex in EXERCISES.items() if ex.chapter == "02_architecture"]
     chapter_3 = [e for e, ex in EXERCISES.items() if ex.chapter == "03_loss"]
     assert all(alice[e] == str(EXERCISES[e].points) for e in chapter_2), alice
-    assert all(alice[e] == "0" for e in chapter_3), alice
+    assert all(alice[e] == "" for e in chapter_3), alice          # not graded: no grade, not 0
+    assert all(bob[e] == "0" for e in chapter_3), bob
     assert alice[TOTAL_COLUMN] == str(sum(EXERCISES[e].points for e in chapter_2))
+    assert bob[TOTAL_COLUMN] == "0"
     assert table["1_1"][TOTAL_COLUMN] == "0"

@@ -5,9 +5,9 @@ which Moodle's CSV grade import also reads (book/grader_guide.md, "Importing gra
 
     write_lms_csv(gradebook_rows, path)      # what the grading plugin calls beside gradebook.csv
 
-A student is the first part of the submission's path without `.ipynb`: `alice.ipynb` and
-`alice/03_loss.ipynb` are both "alice", so a folder per student gathers several chapters in one
-row. The student's name goes in `Student` and `SIS Login ID` (Canvas's login, Moodle's
+A student is the submission's file name without `.ipynb` (`alice.ipynb` is "alice"; the grader
+takes only the notebooks at the top of the submissions folder, so one run grades one file per
+student: grade each chapter in a run of its own, and import each run's file). The student's name goes in `Student` and `SIS Login ID` (Canvas's login, Moodle's
 username); Canvas's own ids stay empty. An exercise the student was not graded on in this run is
 left empty, which both systems read as "no grade", never as a zero.
 """
