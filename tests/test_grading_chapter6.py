@@ -21,7 +21,8 @@ PEARSON = ("def rank_correlation(a, b):\n"            # the values, not their ra
            "    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))")
 FROM_ONE = ("def deletion_curve(score_fn, patches, ranking, background):\n"   # no k = 0
             "    rank = ranking.argsort(-1, descending=True).argsort(-1)\n"
-            "    return torch.stack([score_fn(torch.where((rank < k)[..., None], background, patches))\n"
+            "    return torch.stack([score_fn(torch.where((rank < k)[..., None], background,\n"
+            "                                             patches))\n"
             "                        for k in range(1, patches.shape[1] + 1)], -1)")
 
 

@@ -347,7 +347,8 @@ def _gradient_inputs(seed, B=3, N=6, D=4, reads=None):
     keep = N if reads is None else reads
 
     def score(patches):
-        return (torch.tanh(patches[:, :keep] @ W) @ v).sum(-1) + patches[:, :keep].pow(2).sum((-2, -1)) / 10
+        read = patches[:, :keep]
+        return (torch.tanh(read @ W) @ v).sum(-1) + read.pow(2).sum((-2, -1)) / 10
     return score, _explanation_patches(seed, B, N, D)
 
 
@@ -636,8 +637,10 @@ def _delete(score, patches, ranking, background, ks, descending=True, cumulative
     order = ranking.argsort(dim=-1, descending=descending, stable=True)
     rank = order.argsort(-1)
     fill = background if fill is None else fill
-    return torch.stack([score(torch.where(((rank < k) if cumulative else (rank == k - 1))[..., None],
-                                          fill, patches)) for k in ks], -1)
+
+    def deleted(k):
+        return (rank < k) if cumulative else (rank == k - 1)
+    return torch.stack([score(torch.where(deleted(k)[..., None], fill, patches)) for k in ks], -1)
 
 
 _DELETION_MISTAKES = [
