@@ -71,10 +71,57 @@ def pointing_game_and_mass(rows, lesions):
     return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()
 
 
+def patch_norm_map(patches):
+    return torch.softmax(torch.linalg.vector_norm(patches, dim=-1), dim=-1)
+
+
+def _ranks(x):
+    return x.argsort(-1).argsort(-1).float()
+
+
+def rank_correlation(a, b):
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(-1, keepdim=True), rb - rb.mean(-1, keepdim=True)
+    return (ra * rb).sum(-1) / (ra.norm(dim=-1) * rb.norm(dim=-1))
+
+
+def deletion_curve(score_fn, patches, ranking, background, start=0, step=1, fill=None):
+    order = ranking.argsort(dim=-1, descending=True)
+    rows = torch.arange(len(patches))
+    x, curve = patches.clone(), [score_fn(patches)]
+    for k in range(patches.shape[1]):
+        x[rows, order[:, k]] = (background if fill is None else fill)[rows, order[:, k]]
+        curve.append(score_fn(x))
+    return torch.stack(curve, 1)[:, start::step]
+
+
+def gradient_times_input(score_fn, patches):
+    x = patches.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(score_fn(x).sum(), x)
+    return (grad * x).sum(-1)
+
+
 RIGHT = {"cross_attention": cross_attention, "causal_attention_weights": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
-         "pointing_game_and_mass": pointing_game_and_mass}
+         "pointing_game_and_mass": pointing_game_and_mass, "patch_norm_map": patch_norm_map,
+         "rank_correlation": rank_correlation, "deletion_curve": deletion_curve,
+         "gradient_times_input": gradient_times_input}
+
+
+def _spearman_formula(a, b):
+    """Spearman's rho by 1 - 6 sum(d^2) / (N (N^2 - 1)): right when there are no ties."""
+    N = a.shape[-1]
+    return 1 - 6 * (_ranks(a) - _ranks(b)).pow(2).sum(-1) / (N * (N ** 2 - 1))
+
+
+def _grad_only(score_fn, patches, how):
+    x = patches.detach().clone().requires_grad_(True)
+    out = score_fn(x)
+    (grad,) = torch.autograd.grad(out.mean() if how == "mean" else out.sum(), x)
+    return {"grad": grad.sum(-1), "abs": (grad * x).sum(-1).abs(), "mean": (grad * x).sum(-1),
+            "features": grad * x, "norm": grad.norm(dim=-1), "abs each": (grad * x).abs().sum(-1),
+            "avg": (grad * x).mean(-1), "item": (grad * x).sum(-1).tolist()}[how]
 
 
 @pytest.mark.parametrize("suite", ["visible", "hidden"])
@@ -84,6 +131,12 @@ def test_the_right_answer_passes(exercise, suite):
     assert result.passed, result.message
     title = exercise + (" (hidden tests)" if suite == "hidden" else "")
     assert result.message.startswith(f"✔ {title}: correct on ")
+
+
+def test_other_right_answers_pass_chapter_6():
+    assert run_check("rank_correlation", _spearman_formula, "hidden").passed
+    in_place = lambda s, p, r, bg: deletion_curve(s, p, r, bg)  # noqa: E731
+    assert run_check("deletion_curve", in_place, "hidden").passed
 
 
 def test_other_right_answers_pass():
@@ -186,6 +239,72 @@ WRONG = [
     ("pointing_game_and_mass", "hidden",                     # per-row values, not their mean
      lambda r, l: (l.gather(1, r.argmax(-1, keepdim=True)).squeeze(1), (r * l).sum(-1)),
      "shape of the pointing game"),
+
+    # chapter 6: patch_norm_map
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=-1).softmax(0), "over the images"),
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=-1), "raw norms"),
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=-1) / p.norm(dim=-1).sum(-1, keepdim=True),
+     "divide the norms by their sum"),
+    ("patch_norm_map", "visible", lambda p: (p ** 2).sum(-1).softmax(-1), "squared norms"),
+    ("patch_norm_map", "visible", lambda p: p.sum(-1).softmax(-1), "sum of the features"),
+    ("patch_norm_map", "visible",
+     lambda p: F.one_hot(p.norm(dim=-1).argmax(-1), p.shape[1]).float(), "all the weight"),
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=1).softmax(-1), "shape of the map"),
+    ("patch_norm_map", "visible", lambda p: ml.baselines.patch_norm_map(p), "calls medsight_lab"),
+    # rank_correlation
+    ("rank_correlation", "visible", lambda a, b: F.cosine_similarity(
+        a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True), dim=-1), "Pearson"),
+    ("rank_correlation", "visible", lambda a, b: rank_correlation(a.argsort(-1).float(),
+                                                                  b.argsort(-1).float()),
+     "argsort of that argsort"),
+    ("rank_correlation", "visible",
+     lambda a, b: F.cosine_similarity(_ranks(a), _ranks(b), dim=-1), "not centred"),
+    ("rank_correlation", "visible", lambda a, b: rank_correlation(a, -b), "descending"),
+    ("rank_correlation", "visible", lambda a, b: rank_correlation(a, b).mean(),
+     "mean over the rows"),
+    ("rank_correlation", "hidden",                # the formula with N^3 instead of N (N^2 - 1)
+     lambda a, b: 1 - 6 * (_ranks(a) - _ranks(b)).pow(2).sum(-1) / a.shape[-1] ** 3,
+     "wrong value on fresh random rows"),
+    ("rank_correlation", "visible", lambda a, b: ml.sanity.rank_correlation(a, b),
+     "calls medsight_lab"),
+    # deletion_curve
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, -r, bg), "lowest-ranked patches first"),
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, r, bg, start=1), "starts at k = 1"),
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, r, bg)[:, :-1], "stops at k = N - 1"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: torch.stack(
+        [s(p)] + [s(torch.where(F.one_hot(r.argsort(-1, descending=True)[:, k], p.shape[1])
+                                .bool()[..., None], bg, p)) for k in range(p.shape[1])], 1),
+     "deletions accumulate"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: deletion_curve(s, bg, r, p),
+     "insert patches into the background"),
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, r, bg, fill=torch.zeros_like(p)), "by zeros"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: deletion_curve(s, p, r, bg).T,
+     "transposed"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: deletion_curve(s, p, r, bg).tolist(),
+     "expected a torch tensor"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: ml.sanity.deletion_curve(s, p, r, bg),
+     "calls medsight_lab"),
+    # gradient_times_input
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "grad"), "gradient alone"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "abs"), "absolute value"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "abs each"),
+     "absolute values of the features"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "norm"),
+     "norm of the gradient"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "mean"),
+     "mean of the scores over the images"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "features"),
+     "one value per feature"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "avg"),
+     "average over the features"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "item"),
+     "expected a torch tensor"),
+    ("gradient_times_input", "visible",
+     lambda s, p: ml.sanity.gradient_times_input(s, p), "calls medsight_lab"),
 
     # exercise, suite, answer, words the verdict must contain
     ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: _ce(lo, t, pad_id),
@@ -352,7 +471,11 @@ def test_every_known_mistake_is_exercised():
               "causal_attention_weights": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
               "grounding_loss": checks._GROUNDING_MISTAKES,
               "attention_entropy": checks._ENTROPY_MISTAKES,
-              "pointing_game_and_mass": checks._POINTING_MISTAKES}
+              "pointing_game_and_mass": checks._POINTING_MISTAKES,
+              "patch_norm_map": checks._PATCH_NORM_MISTAKES,
+              "rank_correlation": checks._RANK_MISTAKES,
+              "deletion_curve": checks._DELETION_MISTAKES,
+              "gradient_times_input": checks._GRADIENT_MISTAKES}
     for exercise, table in tables.items():
         for message, wrong in table:
             result = run_check(exercise, wrong, "hidden")
