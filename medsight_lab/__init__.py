@@ -9,8 +9,8 @@ from .data import (FINDINGS, GROUNDED_WORDS, VOCAB, SyntheticRadiologyDataset, T
 from .generation import GenerationOutput, generate
 from .loss import attention_entropy, compute_loss, grounding_loss, shifted_cross_entropy
 from .metrics import corpus_bleu, evaluate, grounding_scores, label_report
-from .model import (GroundedReportVLM, ModelConfig, causal_mask, future_leak,
-                    multi_head_attention)
+from .model import (GroundedReportVLM, ModelConfig, cached_attention_step, causal_mask,
+                    future_leak, multi_head_attention)
 from .training import load_checkpoint, pick_device, save_checkpoint, set_seed, train
 
 __version__ = "0.1.0"
@@ -18,7 +18,8 @@ __all__ = [
     "FINDINGS", "GROUNDED_WORDS", "VOCAB", "SyntheticRadiologyDataset", "Tokenizer", "as_batch",
     "collate", "finding_masks", "GenerationOutput", "generate", "attention_entropy", "compute_loss",
     "grounding_loss", "shifted_cross_entropy", "corpus_bleu", "evaluate", "grounding_scores",
-    "label_report", "GroundedReportVLM", "ModelConfig", "causal_mask", "future_leak",
+    "label_report", "GroundedReportVLM", "ModelConfig", "cached_attention_step", "causal_mask",
+    "future_leak",
     "multi_head_attention", "load_checkpoint", "pick_device", "save_checkpoint", "set_seed",
     "train", "default_model",
 ]
