@@ -1,34 +1,28 @@
-"""The exercises of chapters 1 (finding_masks) and 4 (greedy_decode) graded end to end: one
-grading run over a right and a wrong submission of each chapter. Chapter 4 trains its three
-models as it is graded (twice here: the slowest test of the grader, about 1.5 min of CPU)."""
+"""The exercises of chapters 1 (finding_masks) and 4 (cached_attention_step) graded end to end:
+one grading run (the sandboxed grader, which never runs the chapters) over a right and a wrong
+submission of each chapter."""
 
 import csv
-import subprocess
-import sys
 
 import nbformat
 import pytest
 
-from test_grading_plugin import CHAPTERS, ROOT, with_answers
+from test_grading_plugin import CHAPTERS, grade_folder, with_answers
 
 DATASET, TRAINING = CHAPTERS / "01_dataset.ipynb", CHAPTERS / "04_training.ipynb"
 
-WRONG_MASKS = (  # the reference notebook's rule: every word grounded
+WRONG_MASKS = (  # every word grounded, not only the finding words
     "def finding_masks(token_ids, lesion_mask, grounded_ids):\n"
     "    grounded = (token_ids > 2).float()\n"
     "    return grounded[:, :, None] * lesion_mask[:, None, :]")
-WRONG_DECODE = (  # keeps writing after <eos>
-    "def greedy_decode(model, image_patches, max_len):\n"
-    "    cfg = model.config\n"
-    "    tokens = torch.full((image_patches.shape[0], max_len), cfg.pad_id)\n"
-    "    tokens[:, 0] = cfg.bos_id\n"
-    "    with torch.no_grad():\n"
-    "        image_kv = model.encode_image(image_patches)\n"
-    "        caches = [[] for _ in range(cfg.num_layers)]\n"
-    "        for t in range(max_len - 1):\n"
-    "            logits, _ = model.decode(tokens[:, t:t + 1], image_kv, start=t, caches=caches)\n"
-    "            tokens[:, t + 1] = logits[:, -1].argmax(-1)\n"
-    "    return tokens")
+WRONG_STEP = (  # attends to the new key only
+    "def cached_attention_step(q_new, k_cache, v_cache, k_new, v_new):\n"
+    "    k = torch.cat([k_cache, k_new], dim=2)\n"
+    "    v = torch.cat([v_cache, v_new], dim=2)\n"
+    "    T = q_new.shape[2]\n"
+    "    scores = q_new @ k_new.transpose(-2, -1) / q_new.shape[-1] ** 0.5\n"
+    "    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -float('inf'))\n"
+    "    return scores.softmax(-1) @ v_new, k, v")
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +34,10 @@ def grades(tmp_path_factory):
         nbformat.write(nbformat.read(path, as_version=4), submissions / name)
     nbformat.write(with_answers(DATASET, {"finding_masks": WRONG_MASKS}),
                    submissions / "wrong_01.ipynb")
-    nbformat.write(with_answers(TRAINING, {"greedy_decode": WRONG_DECODE}),
+    nbformat.write(with_answers(TRAINING, {"cached_attention_step": WRONG_STEP}),
                    submissions / "wrong_04.ipynb")
     out = base / "grades"
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
-         str(submissions), "--grade-output", str(out), "--grade-timeout", "300", "-q"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    run = grade_folder(submissions, out)
     assert (out / "gradebook.csv").exists(), run.stdout[-3000:] + run.stderr[-3000:]
     with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
         return {(r["submission"], r["exercise"]): r for r in csv.DictReader(f)}
@@ -55,10 +46,15 @@ def grades(tmp_path_factory):
 @pytest.mark.parametrize("submission, exercise, points, words", [
     ("right_01.ipynb", "finding_masks", 2, "✔ finding_masks: correct on "),
     ("wrong_01.ipynb", "finding_masks", 0, "you ground every word of the report"),
-    ("right_04.ipynb", "greedy_decode", 2, "✔ greedy_decode: correct on "),
-    ("wrong_04.ipynb", "greedy_decode", 0, "a report goes on after its <eos>"),
+    ("right_04.ipynb", "cached_attention_step", 2, "✔ cached_attention_step: correct on "),
+    ("wrong_04.ipynb", "cached_attention_step", 0, "you attend only to the new key(s)"),
 ])
 def test_chapters_1_and_4_are_graded(grades, submission, exercise, points, words):
     row = grades[(submission, exercise)]
     assert int(row["points"]) == points and words in row["verdict"], row["verdict"]
     assert int(row["max_points"]) == 2
+
+
+def test_only_the_exercises_of_each_chapter_are_graded(grades):
+    assert {e for (s, e) in grades if s.endswith("_01.ipynb")} == {"finding_masks"}
+    assert {e for (s, e) in grades if s.endswith("_04.ipynb")} == {"cached_attention_step"}
