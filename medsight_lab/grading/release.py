@@ -181,7 +181,8 @@ def student_cell(cell, where):
             cell.source = MARKDOWN_STUB
             cell.pop("attachments", None)
         tags = [t for t in tags if t not in FOLDING_TAGS]
-    cell.source = strip_hidden_tests(cell.source, where)
+    if cell.cell_type == "code":      # prose keeps its text (a hidden test in it: a leak)
+        cell.source = strip_hidden_tests(cell.source, where)
     cell.metadata = {}
     if nbgrader:
         cell.metadata["nbgrader"] = nbgrader
