@@ -222,7 +222,7 @@ class Submission(pytest.File):
         else:
             self.answers, self.problems = intake.answer_sources(nb, chapter.answers)
         for order, exercise in enumerate(chapter.exercises):
-            yield Exercise.from_parent(self, name=exercise, order=order,
+            yield ExerciseItem.from_parent(self, name=exercise, order=order,
                                        max_points=chapter.exercises[exercise], submission=name)
 
     def verdicts(self):
@@ -238,7 +238,10 @@ class GradeFailure(Exception):
     """An exercise that did not earn its points; pytest shows the verdict."""
 
 
-class Exercise(pytest.Item):
+class ExerciseItem(pytest.Item):
+    """One exercise of one submission: its row, and a failure showing the verdict if it lost
+    points."""
+
     def __init__(self, *, order, max_points, submission, **kwargs):
         super().__init__(**kwargs)
         self.order, self.max_points, self.submission = order, max_points, submission
