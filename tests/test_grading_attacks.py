@@ -22,6 +22,7 @@ import pytest
 
 from medsight_lab.grading import EXERCISES, sandbox
 from medsight_lab.grading.release import student_notebook
+from medsight_lab.grading.runner import pack
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS = ROOT / "notebooks" / "03_loss.ipynb"
@@ -476,3 +477,16 @@ def test_without_the_sandbox_grading_refuses_unless_told(tmp_path):
     assert "UNSAFE: --grade-unsafe" in (tmp_path / "grades" / "run_log.txt").read_text()
     with open(tmp_path / "grades" / "gradebook.csv", newline="", encoding="utf-8") as f:
         assert {r["exercise"]: int(r["points"]) for r in csv.DictReader(f)} == FULL
+
+
+@pytest.mark.parametrize("answer", [
+    b"", b"garbage", pack([1, 2], {}), pack({"defined": True, "cases": "x"}, {}),
+    pack({"defined": True, "cases": [{"status": "ok", "out": {"tensor": "nope"}}]}, {}),
+    pack({"defined": True, "cases": []}, {}),            # claims success, gives no result
+])
+def test_a_forged_or_mangled_result_fails_without_crashing(answer):
+    from medsight_lab.grading.checks import cases
+    from medsight_lab.grading.running import Settings, verdict_of
+    suites = [(s, cases("attention_entropy", s)) for s in ("visible", "hidden")]
+    passed, verdict = verdict_of("attention_entropy", answer, suites, Settings())
+    assert not passed and verdict.startswith("✘ attention_entropy"), verdict

@@ -205,6 +205,17 @@ class Submission(pytest.File):
     _verdicts = None
 
     def collect(self):
+        """The exercises' items; a file that breaks the reading becomes one failing item, so that
+        one mangled notebook never stops the grading of the others."""
+        try:
+            items = list(self._collect())
+        except Exception as err:  # any defect of the file itself: report it, grade the rest
+            problem = (f"not a gradable notebook ({type(err).__name__}): hand in the notebook as "
+                       "Jupyter saved it")
+            items = [Unusable.from_parent(self, name="submission", reason=problem)]
+        yield from items
+
+    def _collect(self):
         grader = self.config.pluginmanager.get_plugin(GRADER)
         self.grader, name = grader, self.path.name
         nb, problem = intake.read_submission(self.path)

@@ -145,17 +145,20 @@ def _message(chapter, exercise, source, suites, settings):
     return runner.pack(job, arrays)
 
 
-UNREADABLE = {"runner_error": {"type": "unreadable", "message": "its results could not be read "
-                                "back (did your code write to the runner's result channel?)"}}
+UNREADABLE = ("its results could not be read back (did your code write to the runner's result "
+              "channel?)")
 
 
-def _answer(data):
-    """(tree, arrays) of one runner answer; bytes a student's code slipped into its own result
-    spoil that result only."""
+def verdict_of(exercise, answer, suites, settings):
+    """(passed, verdict) from the runner's answer (bytes) for one exercise. Bytes that a
+    student's code slipped into, or forged as, its own result spoil that result only: whatever
+    they are, they fail."""
     try:
-        return runner.unpack(data)
-    except Exception:  # noqa: BLE001 - bytes the grader cannot read are no result
-        return UNREADABLE, {}
+        tree, arrays = runner.unpack(answer)
+        return _verdict(exercise, checks.EXERCISES[exercise].function, tree, arrays, suites,
+                        settings)
+    except Exception:  # noqa: BLE001 - a result the grader cannot read is no result
+        return False, f"✘ {exercise}: {UNREADABLE}."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,12 +245,10 @@ def grade(chapter, answers, problems, settings=Settings()):
     budget = STARTUP_S + len(to_run) * (settings.exercise_timeout + 5)
     started = time.monotonic()
     run = sandbox.run(messages, budget, settings.limits, unsafe=settings.unsafe)
-    frames = [_answer(data) for data in run.answers]
     for number, exercise in enumerate(to_run):
-        if number < len(frames):
-            tree, out_arrays = frames[number]
-            passed, verdict = _verdict(exercise, checks.EXERCISES[exercise].function, tree,
-                                       out_arrays, suites[exercise], settings)
+        if number < len(run.answers):
+            passed, verdict = verdict_of(exercise, run.answers[number], suites[exercise],
+                                         settings)
             verdicts[exercise] = (chapter.exercises[exercise] if passed else 0, verdict)
             continue
         if run.too_large:
