@@ -299,7 +299,8 @@ def attacked(tmp_path_factory, listener):
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
          str(folder), "--grade-output", str(out), "--grade-timeout", str(TIMEOUT_S), "-q",
-         "-p", "no:cacheprovider", "--grade-no-policy", "-n", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+         "-p", "no:cacheprovider", "--grade-no-policy", "-n", "2"], cwd=ROOT,
+        capture_output=True, text=True, timeout=600)
     seconds = time.monotonic() - started
     written = gradebook.read_bytes()
     time.sleep(2)                     # a daemon that outlived the run would write now
@@ -430,6 +431,10 @@ def test_namespaces_and_limits_from_outside():
     assert not Path(f"/proc/{inner}").exists()
 
 
+HIDDEN_FROM_SANDBOX = [str(ROOT), str(ROOT / "notebooks"), str(ROOT / "instructor"), "/proc/1",
+                       "/work/main/medsight_lab", str(Path.home() / ".ssh")]
+
+
 def test_what_the_sandbox_can_see():
     code = ("import json, os, sys\n"
             "try:\n"
@@ -437,7 +442,7 @@ def test_what_the_sandbox_can_see():
             "    package = medsight_lab.__file__ or str(medsight_lab.__path__)\n"
             "except ImportError:\n"
             "    package = None\n"
-            f"paths = {[str(ROOT), str(ROOT / 'notebooks'), str(ROOT / 'instructor'), '/proc/1', '/work/main/medsight_lab', str(Path.home() / '.ssh')]!r}\n"
+            f"paths = {HIDDEN_FROM_SANDBOX!r}\n"
             "def writable(p):\n"
             "    try:\n"
             "        open(os.path.join(p, 'w.tmp'), 'w').close()\n"

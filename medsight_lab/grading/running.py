@@ -6,13 +6,13 @@ answer may rely on (`import torch.nn.functional as F`) and the names it binds to
 
 `grade(chapter, answers, problems, settings)` judges one submission's answers: a missing answer,
 or one the static answer policy refuses (policy.py: a first filter that names a rule; the sandbox,
-not the policy, is what contains an answer), gets its verdict without running; the others go to ONE sandboxed runner
-(sandbox.py, runner.py) that execs each answer cell in a fresh namespace, with the chapter's
-imports and the *reference* answers of the chapter's earlier exercises (so compute_loss is judged
-on its own, whatever the student's shifted_cross_entropy does), and calls the student's function
-on the visible and hidden cases. The grader writes the inputs, computes the expected values
-itself, and judges the returned data with checks.judge_suite: the verdicts of check(), never a
-line the student's code printed.
+not the policy, is what contains an answer), gets its verdict without running; the others go to
+ONE sandboxed runner (sandbox.py, runner.py), one exercise at a time. The runner execs each answer
+cell in a fresh namespace, with the chapter's imports and the *reference* answers of the
+chapter's earlier exercises (so compute_loss is judged on its own, whatever the student's
+shifted_cross_entropy does), and calls the student's function on the visible and hidden cases.
+The grader sends the inputs, computes the expected values itself, and judges the returned data
+with checks.judge_suite: the verdicts of check(), never a line the student's code printed.
 """
 
 from __future__ import annotations
