@@ -495,3 +495,14 @@ def test_a_forged_or_mangled_result_fails_without_crashing(answer):
     suites = [(s, cases("attention_entropy", s)) for s in ("visible", "hidden")]
     passed, verdict = verdict_of("attention_entropy", answer, suites, Settings())
     assert not passed and verdict.startswith("✘ attention_entropy"), verdict
+
+
+def test_a_failure_of_the_course_code_is_not_blamed_on_the_student():
+    from medsight_lab.grading.checks import cases
+    from medsight_lab.grading.running import Settings, verdict_of
+    from medsight_lab.grading.runner import run_exercise
+    tree, _ = run_exercise({"helpers": ["import scipy_that_is_not_there"], "answer": "",
+                            "function": "f", "cases": []}, "import torch", {}, 1.0)
+    suites = [(s, cases("compute_loss", s)) for s in ("visible", "hidden")]
+    passed, verdict = verdict_of("compute_loss", pack(tree, {}), suites, Settings())
+    assert not passed and verdict.startswith("not graded: the course's own code"), verdict

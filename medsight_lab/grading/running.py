@@ -185,6 +185,11 @@ def _outcome(entry, arrays, case, settings):
 
 def _verdict(exercise, function, tree, arrays, suites, settings):
     """(passed, verdict) from one exercise's result tree."""
+    if tree.get("setup_error"):
+        error = tree["setup_error"]
+        return False, (f"not graded: the course's own code for this exercise failed in the "
+                       f"sandbox ({error.get('type')}: {error.get('message')}); tell the course's "
+                       "maintainers, and grade again once it is fixed")
     if tree.get("exercise_timeout"):
         return False, (f"✘ {exercise}: did not finish within {settings.exercise_timeout:g} s (an "
                        "infinite loop, or an answer that ignores the time limit?).")
