@@ -186,9 +186,12 @@ def _call_case(fn, case, arrays, call_limit, prefix, out_arrays):
 def run_exercise(exercise, preamble, arrays, call_limit):
     """(tree, arrays) of one exercise's results; runs in the forked child."""
     namespace = {"__name__": "__answer__", "__builtins__": __builtins__}
-    exec(compile(preamble, "<chapter imports>", "exec"), namespace)
-    for source in exercise["helpers"]:             # the reference answers it may call
-        exec(compile(source, "<reference>", "exec"), namespace)
+    try:                  # the course's code: a failure here is not the student's
+        exec(compile(preamble, "<chapter imports>", "exec"), namespace)
+        for source in exercise["helpers"]:             # the reference answers it may call
+            exec(compile(source, "<reference>", "exec"), namespace)
+    except Exception as err:  # noqa: BLE001 - reported to the grader as the course's failure
+        return {"setup_error": _error(err)}, {}
     result = {"cell_error": None, "cell_timeout": False, "defined": False, "cases": []}
     signal.setitimer(signal.ITIMER_REAL, call_limit)
     try:
