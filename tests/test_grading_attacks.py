@@ -431,8 +431,10 @@ def test_namespaces_and_limits_from_outside():
     assert not Path(f"/proc/{inner}").exists()
 
 
-HIDDEN_FROM_SANDBOX = [str(ROOT), str(ROOT / "notebooks"), str(ROOT / "instructor"), "/proc/1",
-                       "/work/main/medsight_lab", str(Path.home() / ".ssh")]
+# The repository's own folder may appear (empty) when the virtualenv lives inside it, as
+# scripts/setup.sh makes it: bwrap creates the mount point's parents. What is in it must not.
+HIDDEN_FROM_SANDBOX = [str(ROOT / "notebooks"), str(ROOT / "instructor"), str(ROOT / "README.md"),
+                       str(ROOT / "medsight_lab"), "/proc/1", str(Path.home() / ".ssh")]
 
 
 def test_what_the_sandbox_can_see():
@@ -451,6 +453,7 @@ def test_what_the_sandbox_can_see():
             "        return False\n"
             "print(json.dumps({'package': package, 'uid': os.getuid(),\n"
             "                  'seen': [p for p in paths if os.path.exists(p)],\n"
+            f"                  'root': sorted(os.listdir({str(ROOT)!r})) if os.path.isdir({str(ROOT)!r}) else [],\n"
             "                  'writable': [p for p in ['/', '/usr', '/dev', sys.prefix, '/tmp']\n"
             "                               if writable(p)]}))\n")
     process = _sandboxed(code)
@@ -459,6 +462,7 @@ def test_what_the_sandbox_can_see():
     assert seen["package"] is None, seen             # the editable install does not resolve
     assert seen["uid"] == 65534
     assert seen["seen"] == [], seen["seen"]
+    assert set(seen["root"]) <= {".venv"}, seen["root"]      # at most the venv's mount point
     assert seen["writable"] == ["/tmp"], seen["writable"]
 
 
