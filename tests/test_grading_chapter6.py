@@ -1,13 +1,12 @@
-"""Chapter 6 graded end to end: one submission with two right and two wrong answers, graded inside
-the whole chapter by the grading plugin (the chapter trains three small models as it runs)."""
+"""Chapter 6 graded end to end: one submission with two right and two wrong answers, graded by the
+grading plugin in its sandbox, where the score functions of deletion_curve and
+gradient_times_input arrive as data (runner.PatchScore) and the chapter itself never runs."""
 
 import csv
-import subprocess
-import sys
 
 import nbformat
 
-from test_grading_plugin import CHAPTERS, ROOT, with_answers
+from test_grading_plugin import CHAPTERS, grade_folder, with_answers
 
 RIGHT_NORM_MAP = ("def patch_norm_map(patches):\n"
                   "    return torch.softmax(torch.linalg.vector_norm(patches, dim=-1), dim=-1)")
@@ -34,9 +33,7 @@ def test_a_chapter_6_submission_earns_the_marks_of_its_right_answers_only(tmp_pa
         "deletion_curve": FROM_ONE, "gradient_times_input": RIGHT_GRADIENT}),
         submissions / "bob_06.ipynb")
     out = tmp_path / "grades"
-    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin",
-                          "--grade", str(submissions), "--grade-output", str(out), "-q"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    run = grade_folder(submissions, out)
     with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
         rows = {r["exercise"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"patch_norm_map", "rank_correlation", "deletion_curve",
@@ -46,3 +43,6 @@ def test_a_chapter_6_submission_earns_the_marks_of_its_right_answers_only(tmp_pa
                       "deletion_curve": ("0", "2"), "gradient_times_input": ("2", "2")}, rows
     assert "Spearman's correlates their *ranks*" in rows["rank_correlation"]["verdict"]
     assert "starts at k = 1" in rows["deletion_curve"]["verdict"]
+    for exercise, cases in (("patch_norm_map", 4), ("gradient_times_input", 4)):
+        assert f"✔ {exercise} (hidden tests): correct on {cases} cases." in \
+            rows[exercise]["verdict"]

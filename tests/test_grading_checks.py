@@ -251,6 +251,8 @@ WRONG = [
      lambda p: F.one_hot(p.norm(dim=-1).argmax(-1), p.shape[1]).float(), "all the weight"),
     ("patch_norm_map", "visible", lambda p: p.norm(dim=1).softmax(-1), "shape of the map"),
     ("patch_norm_map", "visible", lambda p: ml.baselines.patch_norm_map(p), "calls medsight_lab"),
+    ("patch_norm_map", "hidden", lambda p: patch_norm_map(p).detach(),
+     "no gradient flows back to the patches"),
     # rank_correlation
     ("rank_correlation", "visible", lambda a, b: F.cosine_similarity(
         a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True), dim=-1), "Pearson"),
@@ -288,6 +290,9 @@ WRONG = [
      "expected a torch tensor"),
     ("deletion_curve", "visible", lambda s, p, r, bg: ml.sanity.deletion_curve(s, p, r, bg),
      "calls medsight_lab"),
+    ("deletion_curve", "visible",                            # the score's weights changed
+     lambda s, p, r, bg: (deletion_curve(s, p, r, bg), s.W.mul_(2))[0],
+     "changes its input (score_fn) in place"),
     # gradient_times_input
     ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "grad"), "gradient alone"),
     ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "abs"), "absolute value"),
@@ -305,6 +310,9 @@ WRONG = [
      "expected a torch tensor"),
     ("gradient_times_input", "visible",
      lambda s, p: ml.sanity.gradient_times_input(s, p), "calls medsight_lab"),
+    ("gradient_times_input", "visible",
+     lambda s, p: (gradient_times_input(s, p), s.scale.zero_())[0],
+     "changes its input (score_fn) in place"),
 
     # exercise, suite, answer, words the verdict must contain
     ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: _ce(lo, t, pad_id),
