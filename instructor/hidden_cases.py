@@ -11,9 +11,10 @@ exercise id to it. Cases say what situation they test in their label (it complet
 on ..."); `grad=True` also compares gradients with the reference's.
 """
 
-from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _entropy_inputs,
+from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _deletion_inputs,
+                                         _entropy_inputs, _explanation_patches, _gradient_inputs,
                                          _grounding_inputs, _grounding_rows, _loss_inputs,
-                                         _scores)
+                                         _rank_pairs, _scores)
 
 
 def _hidden_cross_attention():
@@ -86,6 +87,38 @@ def _hidden_compute_loss():
                                                        "lambda_entropy": 0.0})]
 
 
+def _hidden_patch_norm_map():
+    one_hot_like = _explanation_patches(13, B=2, N=5, D=3, bright=1) * 20
+    return [Case("fresh random patches", (_explanation_patches(10, B=5, N=16, D=64),), grad=True),
+            Case("a single image (B=1)", (_explanation_patches(11, B=1),)),
+            Case("patches of one feature (D=1)", (_explanation_patches(12, D=1),)),
+            Case("one very long patch per image", (one_hot_like,))]
+
+
+def _hidden_rank_correlation():
+    return [Case("fresh random rows", _rank_pairs(10, B=8, N=16)),
+            Case("rows in reverse order", _rank_pairs(11, relation="reversed")),
+            Case("unrelated rows", _rank_pairs(12, B=6, relation="unrelated")),
+            Case("a single row (B=1)", _rank_pairs(13, B=1)),
+            Case("rows of two values (N=2)", _rank_pairs(14, B=4, N=2))]
+
+
+def _hidden_deletion_curve():
+    score, patches, ranking, background = _deletion_inputs(13, B=3, N=7)
+    return [Case("fresh random inputs", _deletion_inputs(10, B=5, N=16, D=8)),
+            Case("a single image (B=1)", _deletion_inputs(11, B=1)),
+            Case("images of two patches (N=2)", _deletion_inputs(12, B=3, N=2)),
+            Case("a ranking on another scale (negative values)",
+                 (score, patches, ranking * 50 - 100, background))]
+
+
+def _hidden_gradient_times_input():
+    return [Case("fresh random inputs", _gradient_inputs(10, B=5, N=16, D=8)),
+            Case("a single image (B=1)", _gradient_inputs(11, B=1)),
+            Case("patches of one feature (D=1)", _gradient_inputs(12, D=1)),
+            Case("a score that reads only the first patch", _gradient_inputs(13, reads=1))]
+
+
 HIDDEN = {
     "cross_attention": _hidden_cross_attention,
     "causal_attention_weights": _hidden_causal_attention_weights,
@@ -94,4 +127,8 @@ HIDDEN = {
     "attention_entropy": _hidden_attention_entropy,
     "compute_loss": _hidden_compute_loss,
     "pointing_game_and_mass": _hidden_pointing_game_and_mass,
+    "patch_norm_map": _hidden_patch_norm_map,
+    "rank_correlation": _hidden_rank_correlation,
+    "deletion_curve": _hidden_deletion_curve,
+    "gradient_times_input": _hidden_gradient_times_input,
 }

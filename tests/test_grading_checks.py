@@ -251,6 +251,8 @@ WRONG = [
      lambda p: F.one_hot(p.norm(dim=-1).argmax(-1), p.shape[1]).float(), "all the weight"),
     ("patch_norm_map", "visible", lambda p: p.norm(dim=1).softmax(-1), "shape of the map"),
     ("patch_norm_map", "visible", lambda p: ml.baselines.patch_norm_map(p), "calls medsight_lab"),
+    ("patch_norm_map", "hidden", lambda p: patch_norm_map(p).detach(),
+     "no gradient flows back to the patches"),
     # rank_correlation
     ("rank_correlation", "visible", lambda a, b: F.cosine_similarity(
         a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True), dim=-1), "Pearson"),
@@ -288,6 +290,9 @@ WRONG = [
      "expected a torch tensor"),
     ("deletion_curve", "visible", lambda s, p, r, bg: ml.sanity.deletion_curve(s, p, r, bg),
      "calls medsight_lab"),
+    ("deletion_curve", "visible",                            # the score's weights changed
+     lambda s, p, r, bg: (deletion_curve(s, p, r, bg), s.W.mul_(2))[0],
+     "changes its input (score_fn) in place"),
     # gradient_times_input
     ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "grad"), "gradient alone"),
     ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "abs"), "absolute value"),
@@ -305,6 +310,9 @@ WRONG = [
      "expected a torch tensor"),
     ("gradient_times_input", "visible",
      lambda s, p: ml.sanity.gradient_times_input(s, p), "calls medsight_lab"),
+    ("gradient_times_input", "visible",
+     lambda s, p: (gradient_times_input(s, p), s.scale.zero_())[0],
+     "changes its input (score_fn) in place"),
 
     # exercise, suite, answer, words the verdict must contain
     ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: _ce(lo, t, pad_id),
@@ -650,8 +658,9 @@ def test_the_hidden_cases_are_outside_the_package_and_the_release_scans_for_them
     package = Path(checks.__file__).resolve().parents[1]
     assert not checks.HIDDEN_CASES_FILE.is_relative_to(package)
     lines = hidden_case_lines(checks.HIDDEN_CASES_FILE)
-    assert len(lines) >= 7 * 4                               # every exercise has hidden cases
+    assert len(lines) >= len(EXERCISES) * 4                  # every exercise has hidden cases
     assert find_leaks(package, lines) == []                  # the package the edition ships
+    assert "def _hidden" not in Path(checks.__file__).read_text(encoding="utf-8")
     leaked = tmp_path / "medsight_lab" / "grading" / "checks.py"
     leaked.parent.mkdir(parents=True)
     leaked.write_text("x = 1\n    " + lines[0] + "\n")

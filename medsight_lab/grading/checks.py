@@ -46,7 +46,7 @@ from .. import metrics as _metrics
 from .. import model as _model
 from .. import sanity as _sanity
 from .policy import answer_problem
-from .runner import Opaque, projected_gradients, tensors
+from .runner import Opaque, PatchScore, projected_gradients, tensors
 
 TIME_LIMIT_S = 10          # per call of the student's function
 ATOL, RTOL = 1e-5, 1e-4
@@ -216,8 +216,8 @@ def _cases_compute_loss():
             Case("a batch in which no image has a finding", _loss_inputs(3, findings=False))]
 
 
-# -- chapter 6 (testing explanations): inputs, visible cases, and each exercise's hidden cases in
-#    a function of its own (`_hidden_cases_<id>`), so that they can move out of the package --
+# -- chapter 6 (testing explanations) --------------------------------------------------------
+# A score function crosses the sandbox's boundary as data: every case's score is a PatchScore.
 
 def _explanation_patches(seed, B=3, N=6, D=5, bright=2):
     """(B, N, D) background-like patches, `bright` of them per image several times longer."""
@@ -229,20 +229,10 @@ def _explanation_patches(seed, B=3, N=6, D=5, bright=2):
     return patches
 
 
-def _cases_patch_norm_map(suite):
-    if suite == "visible":
-        return [Case("3 images of 6 patches", (_explanation_patches(0),)),
-                Case("2 images of 16 patches", (_explanation_patches(1, B=2, N=16, D=8),)),
-                Case("4 images with no bright patch", (_explanation_patches(2, B=4, bright=0),))]
-    return _hidden_cases_patch_norm_map()
-
-
-def _hidden_cases_patch_norm_map():
-    one_hot_like = _explanation_patches(13, B=2, N=5, D=3, bright=1) * 20
-    return [Case("fresh random patches", (_explanation_patches(10, B=5, N=16, D=64),)),
-            Case("a single image (B=1)", (_explanation_patches(11, B=1),)),
-            Case("patches of one feature (D=1)", (_explanation_patches(12, D=1),)),
-            Case("one very long patch per image", (one_hot_like,))]
+def _cases_patch_norm_map():
+    return [Case("3 images of 6 patches", (_explanation_patches(0),)),
+            Case("2 images of 16 patches", (_explanation_patches(1, B=2, N=16, D=8),)),
+            Case("4 images with no bright patch", (_explanation_patches(2, B=4, bright=0),))]
 
 
 def _rank_pairs(seed, B=3, N=7, relation="noisy"):
@@ -257,31 +247,18 @@ def _rank_pairs(seed, B=3, N=7, relation="noisy"):
     return a, b
 
 
-def _cases_rank_correlation(suite):
-    if suite == "visible":
-        return [Case("3 rows of 7 values", _rank_pairs(0)),
-                Case("a monotone transform of the same rows", _rank_pairs(1, relation="monotone")),
-                Case("5 rows of 16 values", _rank_pairs(2, B=5, N=16))]
-    return _hidden_cases_rank_correlation()
-
-
-def _hidden_cases_rank_correlation():
-    return [Case("fresh random rows", _rank_pairs(10, B=8, N=16)),
-            Case("rows in reverse order", _rank_pairs(11, relation="reversed")),
-            Case("unrelated rows", _rank_pairs(12, B=6, relation="unrelated")),
-            Case("a single row (B=1)", _rank_pairs(13, B=1)),
-            Case("rows of two values (N=2)", _rank_pairs(14, B=4, N=2))]
+def _cases_rank_correlation():
+    return [Case("3 rows of 7 values", _rank_pairs(0)),
+            Case("a monotone transform of the same rows", _rank_pairs(1, relation="monotone")),
+            Case("5 rows of 16 values", _rank_pairs(2, B=5, N=16))]
 
 
 def _patch_score(seed, N, D):
-    """A fixed score function (B, N, D) -> (B,) in which every patch counts differently, so the
+    """A fixed score in which every patch counts differently (scale between 0.5 and 1.5), so the
     order of deletion shows in the curve."""
     g = torch.Generator().manual_seed(seed)
-    w, scale = torch.randn(D, generator=g), torch.rand(N, generator=g) + 0.5
-
-    def score(patches):
-        return (torch.tanh(patches @ w) * scale).sum(-1) + patches.pow(2).mean((-2, -1))
-    return score
+    W, v = torch.randn(D, 3, generator=g), torch.randn(3, generator=g)
+    return PatchScore(W, v, torch.rand(N, generator=g) + 0.5, square=1 / D)
 
 
 def _deletion_inputs(seed, B=3, N=6, D=4):
@@ -291,49 +268,25 @@ def _deletion_inputs(seed, B=3, N=6, D=4):
             torch.randn(B, N, D, generator=g) * 0.3)
 
 
-def _cases_deletion_curve(suite):
-    if suite == "visible":
-        return [Case("3 images of 6 patches", _deletion_inputs(0)),
-                Case("2 images of 16 patches", _deletion_inputs(1, B=2, N=16, D=8)),
-                Case("4 images of 5 patches", _deletion_inputs(2, B=4, N=5))]
-    return _hidden_cases_deletion_curve()
-
-
-def _hidden_cases_deletion_curve():
-    score, patches, ranking, background = _deletion_inputs(13, B=3, N=7)
-    return [Case("fresh random inputs", _deletion_inputs(10, B=5, N=16, D=8)),
-            Case("a single image (B=1)", _deletion_inputs(11, B=1)),
-            Case("images of two patches (N=2)", _deletion_inputs(12, B=3, N=2)),
-            Case("a ranking on another scale (negative values)",
-                 (score, patches, ranking * 50 - 100, background))]
+def _cases_deletion_curve():
+    return [Case("3 images of 6 patches", _deletion_inputs(0)),
+            Case("2 images of 16 patches", _deletion_inputs(1, B=2, N=16, D=8)),
+            Case("4 images of 5 patches", _deletion_inputs(2, B=4, N=5))]
 
 
 def _gradient_inputs(seed, B=3, N=6, D=4, reads=None):
     """(score_fn, patches): a smooth nonlinear score of each image; `reads` limits it to the
-    first patches (the others get a zero gradient)."""
+    first patches (scale 0 for the others, which get a zero gradient)."""
     g = torch.Generator().manual_seed(seed + 200)
     W, v = torch.randn(D, 3, generator=g), torch.randn(3, generator=g)
-    keep = N if reads is None else reads
-
-    def score(patches):
-        read = patches[:, :keep]
-        return (torch.tanh(read @ W) @ v).sum(-1) + read.pow(2).sum((-2, -1)) / 10
-    return score, _explanation_patches(seed, B, N, D)
+    scale = (torch.arange(N) < (N if reads is None else reads)).float()
+    return PatchScore(W, v, scale, square=0.1), _explanation_patches(seed, B, N, D)
 
 
-def _cases_gradient_times_input(suite):
-    if suite == "visible":
-        return [Case("3 images of 6 patches", _gradient_inputs(0)),
-                Case("2 images of 16 patches", _gradient_inputs(1, B=2, N=16, D=8)),
-                Case("a score that reads only the first 3 patches", _gradient_inputs(2, reads=3))]
-    return _hidden_cases_gradient_times_input()
-
-
-def _hidden_cases_gradient_times_input():
-    return [Case("fresh random inputs", _gradient_inputs(10, B=5, N=16, D=8)),
-            Case("a single image (B=1)", _gradient_inputs(11, B=1)),
-            Case("patches of one feature (D=1)", _gradient_inputs(12, D=1)),
-            Case("a score that reads only the first patch", _gradient_inputs(13, reads=1))]
+def _cases_gradient_times_input():
+    return [Case("3 images of 6 patches", _gradient_inputs(0)),
+            Case("2 images of 16 patches", _gradient_inputs(1, B=2, N=16, D=8)),
+            Case("a score that reads only the first 3 patches", _gradient_inputs(2, reads=3))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -783,7 +736,7 @@ _SPECS = {
         _mistakes(_POINTING_MISTAKES)),
     "patch_norm_map": _Spec(
         lambda p: _baselines.patch_norm_map(p), _cases_patch_norm_map, ("map",), ("(B, N)",),
-        ("patches",), (), _mistakes(_PATCH_NORM_MISTAKES)),
+        ("patches",), (0,), _mistakes(_PATCH_NORM_MISTAKES)),
     "rank_correlation": _Spec(
         lambda a, b: _sanity.rank_correlation(a, b), _cases_rank_correlation,
         ("correlation",), ("(B,)",), ("a", "b"), (), _mistakes(_RANK_MISTAKES)),
@@ -995,6 +948,8 @@ def call_in_process(spec, fn, case):
 # ---------------------------------------------------------------------------------------------
 
 def _clone(x, requires_grad=False):
+    if isinstance(x, PatchScore):     # a copy, so that a change the answer makes to it shows
+        return PatchScore(*(t.detach().clone() for t in tensors(x)), x.square)
     if isinstance(x, torch.Tensor):
         x = x.detach().clone()
         return x.requires_grad_() if requires_grad and x.is_floating_point() else x
