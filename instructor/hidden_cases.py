@@ -67,7 +67,8 @@ def _hidden_attention_entropy():
 
 
 def _hidden_pointing_game_and_mass():
-    return [Case("fresh random rows", _grounding_rows(10, M=16)),      # square: see the visible cases
+    # square (as many rows as patches), like the first visible case
+    return [Case("fresh random rows", _grounding_rows(10, M=16)),
             Case("a single row (M=1)", _grounding_rows(11, M=1)),
             Case("rows with all weight on one patch", _grounding_rows(12, one_hot=True)),
             Case("nearly uniform rows", _grounding_rows(13, sharp=0.05)),
