@@ -72,6 +72,9 @@ N_FINDINGS_P = (0.55, 0.30, 0.15)           # 1, 2 or 3 findings in an abnormal 
 PREVALENCE = {"cardiomegaly": 0.2, "nodule": 0.15, "consolidation": 0.2, "effusion": 0.25,
               "pneumothorax": 0.2}
 MIN_PATCH_COVER = 0.1                        # share of a patch's pixels that puts it in a mask
+# Patches are standardised pixels, as a ViT's input is: raw [0, 1] pixels through the model's
+# freshly initialised linear patch embedding are swamped by the patch position embeddings.
+PIXEL_MEAN, PIXEL_STD = 0.3, 0.2
 
 
 def sentence(finding, positive, phrasing=0, side=None, zone=None, size=None) -> str:
@@ -130,6 +133,19 @@ def pool_to_patches(pixel_mask, patch_size, min_cover=MIN_PATCH_COVER):
     return ((cover >= min_cover) | ((cover == best) & (best > 0))).astype(np.float32)
 
 
+def image_patches(images, patch_size):
+    """(B, 1, H, W) images -> (B, N, patch_size**2) raw pixel patches on the row-major grid."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError("images must be a (B, 1, H, W) tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    B, _, H, W = images.shape
+    if H % patch_size or W % patch_size:
+        raise ValueError(f"patch_size={patch_size} must divide the image size {H}x{W}")
+    p = patch_size
+    return (images[:, 0].reshape(B, H // p, p, W // p, p).permute(0, 1, 3, 2, 4)
+            .reshape(B, (H // p) * (W // p), p * p))
+
+
 def _check_args(n_samples, image_size, patch_size, seed, shortcut, shortcut_finding):
     for name, value in (("n_samples", n_samples), ("image_size", image_size),
                         ("patch_size", patch_size)):
@@ -157,7 +173,7 @@ class RenderedChestXrayDataset(Dataset):
     is neither read nor changed).
 
     Items (dicts): image (1, H, W) float in [0, 1]; patches (N, patch_size**2), the image cut into
-    the row-major patch grid; token_ids (max_len,); finding_mask (max_len, N): each word of a
+    the row-major patch grid and standardised ((pixel - PIXEL_MEAN) / PIXEL_STD); token_ids (max_len,); finding_mask (max_len, N): each word of a
     positive sentence (but its function words) grounds to that finding's patches, negative
     sentences to nothing; lesion_mask (N,): the union of the positive findings' patches;
     finding_masks (F, N) per finding in `RENDERED_FINDINGS` order; labels (see `labels`);
@@ -202,8 +218,7 @@ class RenderedChestXrayDataset(Dataset):
         self.pixel_masks = torch.from_numpy(pixel_masks)                         # (n, F, H, W)
         self.images = torch.from_numpy(images)[:, None]                          # (n, 1, H, W)
         p = patch_size
-        self.patches = (self.images[:, 0].reshape(n_samples, self.grid, p, self.grid, p)
-                        .permute(0, 1, 3, 2, 4).reshape(n_samples, self.n_patches, p * p))
+        self.patches = (image_patches(self.images, p) - PIXEL_MEAN) / PIXEL_STD  # (n, N, p*p)
         self.finding_masks = torch.from_numpy(pool_to_patches(pixel_masks, p))   # (n, F, N)
         self.lesion_mask = self.finding_masks.max(dim=1).values                 # (n, N)
 
