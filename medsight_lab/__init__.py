@@ -11,6 +11,7 @@ from .loss import attention_entropy, compute_loss, grounding_loss, shifted_cross
 from .metrics import corpus_bleu, evaluate, grounding_scores, label_report
 from .model import (GroundedReportVLM, ModelConfig, causal_mask, future_leak,
                     multi_head_attention)
+from .labeler import label_findings
 from .rendered import RENDERED_FINDINGS, RENDERED_VOCAB, RenderedChestXrayDataset
 from .training import load_checkpoint, pick_device, save_checkpoint, set_seed, train
 
@@ -22,6 +23,7 @@ __all__ = [
     "label_report", "GroundedReportVLM", "ModelConfig", "causal_mask", "future_leak",
     "multi_head_attention", "load_checkpoint", "pick_device", "save_checkpoint", "set_seed",
     "train", "default_model", "RENDERED_FINDINGS", "RENDERED_VOCAB", "RenderedChestXrayDataset",
+    "label_findings",
 ]
 
 
