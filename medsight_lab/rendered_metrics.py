@@ -115,59 +115,89 @@ def clinical_chance(truth) -> dict:
             "hallucination_rate": 1 - hit, "omission_rate": 1 - hit}
 
 
+def spatial_precision(rows, masks, sentence, threshold=SPATIAL_THRESHOLD):
+    """The share of sentences whose finding words look inside the finding (the chapter 7
+    exercise's reference solution).
+
+    rows (M, N): the attention of each of the M finding words over the N patches; masks (M, N) 0/1:
+    the mask of the finding its sentence states (all zero where the image does not have it there);
+    sentence (M,) long: the sentence of each word, 0..S-1, each sentence with at least one word.
+    A sentence is spatially precise when the mean over its words of the attention mass inside the
+    mask is above `threshold`. Returns a 0-dim tensor, the share of the S sentences that are.
+    """
+    if not all(isinstance(x, torch.Tensor) for x in (rows, masks, sentence)):
+        raise TypeError("rows, masks and sentence must be torch tensors")
+    if rows.dim() != 2 or rows.shape != masks.shape or sentence.shape != rows.shape[:1] \
+            or rows.shape[0] == 0:
+        raise ValueError(f"rows and masks must be (M, N) with M >= 1 and sentence (M,), got "
+                         f"{tuple(rows.shape)}, {tuple(masks.shape)}, {tuple(sentence.shape)}")
+    n_sentences = int(sentence.max()) + 1
+    words = torch.bincount(sentence, minlength=n_sentences)
+    if sentence.min() < 0 or (words == 0).any():
+        raise ValueError("sentence must number the sentences 0..S-1, each with at least one word")
+    mass = (rows * masks.to(rows.dtype)).sum(-1)                                 # (M,)
+    per_sentence = torch.zeros(n_sentences, dtype=rows.dtype, device=rows.device)
+    per_sentence = per_sentence.index_add(0, sentence, mass) / words             # (S,) mean mass
+    return (per_sentence > threshold).to(rows.dtype).mean()
+
+
 def grounded_scores(sentences, truth, finding_masks, attn) -> dict:
     """RadFact-style grounded scores.
 
     sentences: per image, the `positive_sentences` of its generated report (None if unreadable);
     truth: per image, its true labels; finding_masks (B, F, N) 0/1; attn (B, T, N) the map per
-    token. Returns the logical / spatial precision and recall, the pointing game and attention mass
-    over the finding words of correctly stated findings (overall and per finding), and the chance
-    level of the last two (a uniformly random patch / uniform attention).
+    token. A sentence is logically right when the image has its finding on the side it gives, and
+    spatially right when also `spatial_precision` counts it. Returns the logical / spatial
+    precision and recall, the pointing game and attention mass over the finding words of the
+    logically right sentences (overall and per finding), and the chance level of the last two (a
+    uniformly random patch / uniform attention).
     """
-    n_said = logical = spatial = 0
-    found = defaultdict(bool)          # (image, finding) -> stated correctly and spatially right
-    stated = defaultdict(bool)         # (image, finding) -> stated correctly
-    rows, lesions, names = [], [], []
+    rows, masks, ids, correct, keys = [], [], [], [], []
     for i, said in enumerate(sentences):
         for finding, label, positions in said or []:
-            n_said += 1
-            j = RENDERED_FINDINGS.index(finding)
             true = truth[i][finding]
-            correct = true["status"] == "positive" and label["side"] == true["side"]
-            mask = finding_masks[i, j] if true["status"] == "positive" else \
-                torch.zeros_like(finding_masks[i, j])
-            mass = (attn[i, positions] * mask).sum(-1).mean().item() if positions else 0.0
-            logical += correct
-            spatial += correct and mass > SPATIAL_THRESHOLD
-            stated[i, finding] |= bool(correct)
-            found[i, finding] |= bool(correct and mass > SPATIAL_THRESHOLD)
-            if correct and positions:
-                rows.append(attn[i, positions])
-                lesions.append(mask.expand(len(positions), -1))
-                names += [finding] * len(positions)
+            right = true["status"] == "positive" and label["side"] == true["side"]
+            mask = finding_masks[i, RENDERED_FINDINGS.index(finding)] * float(right)
+            positions = positions or [0]     # a sentence without finding words looks nowhere
+            weight = 1.0 if positions != [0] else 0.0
+            rows.append(attn[i, positions] * weight)
+            masks.append(mask.expand(len(positions), -1))
+            ids += [len(correct)] * len(positions)
+            correct.append(right)
+            keys.append((i, finding))
     n_true = sum(t[f]["status"] == "positive" for t in truth for f in RENDERED_FINDINGS)
-    out = {
-        "grounded_logical_precision": _ratio(logical, n_said),
-        "grounded_spatial_precision": _ratio(spatial, n_said),
-        "grounded_logical_recall": _ratio(sum(stated.values()), n_true),
-        "grounded_spatial_recall": _ratio(sum(found.values()), n_true),
-        "n_positive_sentences": n_said,
-    }
-    if not rows:
-        nan = float("nan")
+    out = {"n_positive_sentences": len(correct),
+           "grounded_logical_precision": _ratio(sum(correct), len(correct)),
+           "grounded_logical_recall": _ratio(len({k for k, c in zip(keys, correct) if c}), n_true)}
+    nan = float("nan")
+    if not correct:
+        out.update(grounded_spatial_precision=nan, grounded_spatial_recall=_ratio(0, n_true),
+                   pointing_game=nan, attention_mass=nan, pointing_game_chance=nan,
+                   attention_mass_chance=nan, grounding_per_finding={})
+        return out
+    rows, masks, ids = torch.cat(rows), torch.cat(masks), torch.tensor(ids)
+    # per sentence, as spatial_precision decides it (a sentence's mean mass above the threshold)
+    words = torch.bincount(ids, minlength=len(correct))
+    mean_mass = torch.zeros(len(correct)).index_add(0, ids, (rows * masks).sum(-1)) / words
+    precise = (mean_mass > SPATIAL_THRESHOLD).tolist()
+    out["grounded_spatial_precision"] = spatial_precision(rows, masks, ids).item()
+    out["grounded_spatial_recall"] = _ratio(len({k for k, p in zip(keys, precise) if p}), n_true)
+    right_word = torch.tensor(correct)[ids] & (masks.sum(-1) > 0)
+    if not right_word.any():
         out.update(pointing_game=nan, attention_mass=nan, pointing_game_chance=nan,
                    attention_mass_chance=nan, grounding_per_finding={})
         return out
-    rows, lesions = torch.cat(rows), torch.cat(lesions)
-    pointing, mass = pointing_game_and_mass(rows, lesions)
-    chance = (lesions.sum(-1) / lesions.shape[-1]).mean().item()
+    rows, masks = rows[right_word], masks[right_word]
+    names = [keys[s][1] for s in ids[right_word].tolist()]
+    pointing, mass = pointing_game_and_mass(rows, masks)
+    chance = (masks.sum(-1) / masks.shape[-1]).mean().item()
     per_finding = {}
     for f in RENDERED_FINDINGS:
         keep = torch.tensor([x == f for x in names])
         if keep.any():
-            p, m = pointing_game_and_mass(rows[keep], lesions[keep])
+            p, m = pointing_game_and_mass(rows[keep], masks[keep])
             per_finding[f] = {"pointing_game": p.item(), "attention_mass": m.item(),
-                              "chance": (lesions[keep].sum(-1) / lesions.shape[-1]).mean().item(),
+                              "chance": (masks[keep].sum(-1) / masks.shape[-1]).mean().item(),
                               "n_words": int(keep.sum())}
     out.update(pointing_game=pointing.item(), attention_mass=mass.item(),
                pointing_game_chance=chance, attention_mass_chance=chance,
@@ -247,3 +277,51 @@ def evaluate_rendered(model, dataset, batch_size=500, num_beams=1, reference=Non
                                               None if reference is None else reference.cpu())
     metrics["reports"] = texts
     return metrics
+
+
+@torch.no_grad()
+def grounded_sentences(model, dataset, indices, num_beams=1) -> list:
+    """What the model writes for images `indices` of a RenderedChestXrayDataset, sentence by
+    sentence: per image {"report", "sentences": [{"finding", "label", "attention" (N,), "mass"}]}
+    with the mean attention of each positive sentence's finding words and its mass inside the true
+    mask of that finding (0 where the image does not have it); "sentences" is None where the
+    labeler cannot read the report."""
+    base = getattr(dataset, "dataset", dataset)
+    indices = list(indices)
+    device = next(model.parameters()).device
+    patches = torch.stack([dataset[i]["patches"] for i in indices]).to(device)
+    with eval_mode(model):
+        ids, attn = generate_all(model, patches, num_beams=num_beams)
+    out = []
+    for k, i in enumerate(indices):
+        tokens = base.tokenizer.decode_tokens(ids[k].cpu())
+        item = dataset[i]
+        entry = {"report": base.tokenizer.decode(ids[k].cpu()), "sentences": None}
+        try:
+            said = positive_sentences(tokens)
+        except ValueError:
+            out.append(entry)
+            continue
+        entry["sentences"] = []
+        for finding, label, positions in said:
+            row = attn[k, positions].mean(0).cpu() if positions else torch.zeros(attn.shape[-1])
+            mask = item["finding_masks"][RENDERED_FINDINGS.index(finding)]
+            entry["sentences"].append({"finding": finding, "label": label, "attention": row,
+                                       "mass": float((row * mask).sum())})
+        out.append(entry)
+    return out
+
+
+def format_per_finding(metrics) -> str:
+    """The per-finding table of `evaluate_rendered`'s result (precision, recall, F1, support, and
+    the pointing game / attention mass of each finding's words) as aligned text."""
+    lines = [f"{'finding':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'support':>7s} "
+             f"{'pointing':>8s} {'mass':>6s}"]
+    grounding = metrics.get("grounding_per_finding", {})
+    for f in RENDERED_FINDINGS:
+        s = metrics["per_finding"][f]
+        g = grounding.get(f, {})
+        lines.append(f"{f:14s} {s['precision']:9.2f} {s['recall']:7.2f} {s['f1']:6.2f} "
+                     f"{s['support']:7d} {g.get('pointing_game', float('nan')):8.2f} "
+                     f"{g.get('attention_mass', float('nan')):6.2f}")
+    return "\n".join(lines)
