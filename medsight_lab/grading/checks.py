@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from .. import loss as _loss
 from .. import metrics as _metrics
 from .. import model as _model
+from .. import rendered_metrics as _rendered_metrics
 from .policy import answer_problem
 
 TIME_LIMIT_S = 10          # per call of the student's function
@@ -55,6 +56,7 @@ EXERCISES = {
     "attention_entropy": Exercise("attention_entropy", 1, "03_loss"),
     "compute_loss": Exercise("compute_loss", 3, "03_loss"),
     "pointing_game_and_mass": Exercise("pointing_game_and_mass", 2, "05_evaluation"),
+    "spatial_precision": Exercise("spatial_precision", 2, "07_harder_world"),
 }
 
 
@@ -220,6 +222,64 @@ def _cases_pointing_game_and_mass(suite):
             Case("rows with all weight on one patch", _grounding_rows(12, one_hot=True)),
             Case("nearly uniform rows", _grounding_rows(13, sharp=0.05)),
             Case("lesions of one patch", _grounding_rows(14, sizes=(1,)))]
+
+
+def _sentence_rows(seed, S=4, N=16, words=(1, 2, 3), hallucinated=0, shuffle=False):
+    """(rows, masks, sentence): S sentences of 1-3 finding words each; each sentence's attention is
+    drawn towards its mask by its own amount, so that some sentences are precise and some not, and
+    none lies within 0.05 of the 0.5 threshold; the first `hallucinated` sentences have no mask."""
+    for attempt in range(100):
+        g = torch.Generator().manual_seed(seed * 100 + attempt)
+        rows, masks, sentence = [], [], []
+        for s in range(S):
+            k = words[int(torch.randint(len(words), (1,), generator=g))]
+            mask = torch.zeros(N)
+            mask[torch.randperm(N, generator=g)[:int(torch.randint(2, 5, (1,), generator=g))]] = 1
+            pull = float(torch.rand(1, generator=g)) * 8
+            rows.append((torch.randn(k, N, generator=g) + pull * mask).softmax(-1))
+            masks.append((mask * float(s >= hallucinated)).expand(k, N))
+            sentence += [s] * k
+        rows, masks, sentence = torch.cat(rows), torch.cat(masks), torch.tensor(sentence)
+        if shuffle:
+            order = torch.randperm(len(sentence), generator=g)
+            rows, masks, sentence = rows[order], masks[order], sentence[order]
+        mean = torch.zeros(S).index_add(0, sentence, (rows * masks).sum(-1)) / torch.bincount(
+            sentence, minlength=S)
+        words_mass = (rows * masks).sum(-1)
+        # clear of the threshold, per sentence and per word, and not all on one side
+        if ((mean - 0.5).abs().min() > 0.05 and (words_mass - 0.5).abs().min() > 0.02
+                and (S == 1 or 0 < (mean > 0.5).sum() < S)):
+            return rows, masks, sentence
+    raise RuntimeError("no clear case drawn")  # pragma: no cover
+
+
+def _threshold_case():
+    """Three sentences: mean mass exactly 0.5 (not precise), one above it, one outside."""
+    rows = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0],
+                         [0.0, 0.0, 1.0, 0.0]])
+    masks = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0],
+                          [1.0, 0.0, 0.0, 0.0]])
+    return rows, masks, torch.tensor([0, 0, 1, 2])
+
+
+def _cases_spatial_precision(suite):
+    if suite == "visible":
+        return [Case("4 sentences of 1-3 words over 16 patches", _sentence_rows(0)),
+                Case("6 sentences over 16 patches", _sentence_rows(1, S=6)),
+                Case("a sentence about a finding the image does not have",
+                     _sentence_rows(2, hallucinated=1))]
+    return _hidden_cases_spatial_precision()
+
+
+def _hidden_cases_spatial_precision():
+    # The grader's extra cases for chapter 7's exercise (kept apart so that they can be moved).
+    return [Case("fresh random sentences", _sentence_rows(10, S=12)),
+            Case("words of the sentences in mixed order", _sentence_rows(11, S=5, shuffle=True)),
+            Case("a sentence whose mean mass is exactly the threshold", _threshold_case()),
+            Case("threshold=0.8", _sentence_rows(12, S=6), {"threshold": 0.8}),
+            Case("one sentence of one word", _sentence_rows(13, S=1, words=(1,))),
+            Case("an 8 x 8 patch grid", _sentence_rows(14, S=5, N=64)),
+            Case("several hallucinated sentences", _sentence_rows(15, S=6, hallucinated=3))]
 
 
 def _cases_compute_loss(suite):
@@ -456,6 +516,45 @@ _POINTING_MISTAKES = [
 ]
 
 
+def _sentence_mass(rows, masks, sentence, reduce="mean"):
+    """Per sentence, the mean (or max) over its words of the attention mass inside the mask."""
+    mass = (rows * masks).sum(-1)
+    S = int(sentence.max()) + 1
+    if reduce == "max":
+        return torch.full((S,), -1.0).scatter_reduce(0, sentence, mass, "amax")
+    return torch.zeros(S).index_add(0, sentence, mass) / torch.bincount(sentence, minlength=S)
+
+
+def _per_sentence(words_value, sentence):
+    S = int(sentence.max()) + 1
+    return torch.zeros(S).index_add(0, sentence, words_value) / torch.bincount(sentence, minlength=S)
+
+
+_SPATIAL_MISTAKES = [
+    ("each word was scored on its own: a sentence is precise when the *mean* mass of its words "
+     "is above the threshold, so average per sentence before comparing",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1) > threshold).float().mean()),
+    ("the masses of all sentences were averaged before the comparison: decide for each sentence, "
+     "then take the share of precise sentences",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1).mean() > threshold).float()),
+    ("a mass of exactly the threshold counts as precise: the rule is strictly above",
+     lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s) >= threshold).float().mean()),
+    ("each sentence was judged by its best word (max): use the mean over its words",
+     lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s, "max") > threshold).float().mean()),
+    ("the most-attended patch (the pointing game) decided: spatial precision asks how much "
+     "attention lies inside the mask",
+     lambda r, m, s, threshold=0.5: (_per_sentence(
+         m.gather(1, r.argmax(-1, keepdim=True))[:, 0], s) > threshold).float().mean()),
+    ("the mass was divided by the mask's size: it is the sum of the weights inside the mask",
+     lambda r, m, s, threshold=0.5: (_per_sentence(
+         (r * m).sum(-1) / m.sum(-1).clamp_min(1), s) > threshold).float().mean()),
+    ("returned the number of precise sentences: return their share",
+     lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s) > threshold).float().sum()),
+    ("returned the mean mass: each sentence counts 1 if precise, 0 if not",
+     lambda r, m, s, threshold=0.5: _sentence_mass(r, m, s).mean()),
+]
+
+
 def _mistake(mistakes, out, reference, args, kwargs=None):
     """The message of the first known mistake whose output `out` matches, else None."""
     for message, wrong in mistakes:
@@ -557,6 +656,10 @@ _SPECS = {
         lambda r, l: _metrics.pointing_game_and_mass(r, l), _cases_pointing_game_and_mass,
         ("pointing game", "attention mass"), ("a scalar", "a scalar"), ("rows", "lesions"), (),
         _mistakes(_POINTING_MISTAKES)),
+    "spatial_precision": _Spec(
+        lambda r, m, s, threshold=0.5: _rendered_metrics.spatial_precision(r, m, s, threshold),
+        _cases_spatial_precision, ("spatial precision",), ("a scalar",),
+        ("rows", "masks", "sentence"), (), _mistakes(_SPATIAL_MISTAKES)),
 }
 assert _SPECS.keys() == EXERCISES.keys()
 
@@ -576,7 +679,7 @@ class _TimeUp(BaseException):
 _GUARDED = [(_model, "multi_head_attention"), (_model, "causal_mask"),
             (_loss, "shifted_cross_entropy"), (_loss, "grounding_loss"),
             (_loss, "attention_entropy"), (_loss, "compute_loss"),
-            (_metrics, "pointing_game_and_mass")]
+            (_metrics, "pointing_game_and_mass"), (_rendered_metrics, "spatial_precision")]
 _called_references: list = []
 
 
