@@ -193,7 +193,8 @@ WRONG = [
      lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > 0.5).float().mean(),
      "wrong value on threshold=0.8"),
     ("spatial_precision", "visible",                          # per-sentence values, not their share
-     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > threshold).float(), "a scalar"),
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > threshold).float(),
+     "expected a single number"),
     # pointing_game_and_mass
     ("pointing_game_and_mass", "visible",
      lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),

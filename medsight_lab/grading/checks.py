@@ -224,18 +224,20 @@ def _cases_pointing_game_and_mass(suite):
             Case("lesions of one patch", _grounding_rows(14, sizes=(1,)))]
 
 
-def _sentence_rows(seed, S=4, N=16, words=(1, 2, 3), hallucinated=0, shuffle=False):
+def _sentence_rows(seed, S=4, N=16, words=(1, 2, 3), hallucinated=0, shuffle=False,
+                   threshold=0.5, distinct=False):
     """(rows, masks, sentence): S sentences of 1-3 finding words each; each sentence's attention is
-    drawn towards its mask by its own amount, so that some sentences are precise and some not, and
-    none lies within 0.05 of the 0.5 threshold; the first `hallucinated` sentences have no mask."""
-    for attempt in range(100):
-        g = torch.Generator().manual_seed(seed * 100 + attempt)
+    drawn towards its mask by its own amount (and each word's a little differently), so that some
+    sentences are precise and some not, and none lies within 0.05 of the threshold (0.5 or the one
+    given, which then changes the answer); the first `hallucinated` sentences have no mask."""
+    for attempt in range(1000):
+        g = torch.Generator().manual_seed(seed * 1000 + attempt)
         rows, masks, sentence = [], [], []
         for s in range(S):
             k = words[int(torch.randint(len(words), (1,), generator=g))]
             mask = torch.zeros(N)
             mask[torch.randperm(N, generator=g)[:int(torch.randint(2, 5, (1,), generator=g))]] = 1
-            pull = float(torch.rand(1, generator=g)) * 8
+            pull = float(torch.rand(1, generator=g)) * 8 + torch.randn(k, 1, generator=g) * 2
             rows.append((torch.randn(k, N, generator=g) + pull * mask).softmax(-1))
             masks.append((mask * float(s >= hallucinated)).expand(k, N))
             sentence += [s] * k
@@ -246,11 +248,38 @@ def _sentence_rows(seed, S=4, N=16, words=(1, 2, 3), hallucinated=0, shuffle=Fal
         mean = torch.zeros(S).index_add(0, sentence, (rows * masks).sum(-1)) / torch.bincount(
             sentence, minlength=S)
         words_mass = (rows * masks).sum(-1)
-        # clear of the threshold, per sentence and per word, and not all on one side
-        if ((mean - 0.5).abs().min() > 0.05 and (words_mass - 0.5).abs().min() > 0.02
-                and (S == 1 or 0 < (mean > 0.5).sum() < S)):
+        # clear of the threshold, per sentence and per word
+        clear = all((mean - t).abs().min() > 0.05 and (words_mass - t).abs().min() > 0.02
+                    for t in {0.5, threshold})
+        if clear and (S < 4 or _telling(rows, masks, sentence, threshold, distinct)):
             return rows, masks, sentence
     raise RuntimeError("no clear case drawn")  # pragma: no cover
+
+
+def _telling(rows, masks, sentence, threshold, distinct):
+    """Whether the case catches the known mistakes: the share of precise sentences differs from
+    the per-word, best-word, pointing-game, divided-mass and all-words-averaged shares (at this
+    threshold and at 0.5); `distinct`: those five also differ from each other, so that the first
+    case names each mistake rightly."""
+    S = int(sentence.max()) + 1
+    words_mass = (rows * masks).sum(-1)
+    count = torch.bincount(sentence, minlength=S)
+    per_sentence = lambda x: torch.zeros(S).index_add(0, sentence, x) / count
+    mean = per_sentence(words_mass)
+    best = torch.full((S,), -1.0).scatter_reduce(0, sentence, words_mass, "amax")
+    pointing = per_sentence(masks.gather(1, rows.argmax(-1, keepdim=True))[:, 0])
+    divided = per_sentence(words_mass / masks.sum(-1).clamp_min(1))
+    right = float((mean > threshold).float().mean())
+    shares = [[float((x > t).float().mean()) for x in (words_mass, best, pointing, divided)]
+              + [float(words_mass.mean() > t)] for t in dict.fromkeys((threshold, 0.5))]
+    wrong = {v for row in shares for v in row}
+    if threshold != 0.5:
+        # an answer that ignores the threshold argument must not pass for another mistake
+        ignored = float((mean > 0.5).float().mean())
+        if ignored in shares[0]:
+            return False
+        wrong.add(ignored)
+    return 0 < right < 1 and right not in wrong and (not distinct or len(set(shares[0])) == 5)
 
 
 def _threshold_case():
@@ -264,8 +293,9 @@ def _threshold_case():
 
 def _cases_spatial_precision(suite):
     if suite == "visible":
-        return [Case("4 sentences of 1-3 words over 16 patches", _sentence_rows(0)),
-                Case("6 sentences over 16 patches", _sentence_rows(1, S=6)),
+        return [Case("6 sentences of 1-3 words over 16 patches", _sentence_rows(0, S=6,
+                                                                                distinct=True)),
+                Case("5 sentences over 16 patches", _sentence_rows(1, S=5)),
                 Case("a sentence about a finding the image does not have",
                      _sentence_rows(2, hallucinated=1))]
     return _hidden_cases_spatial_precision()
@@ -273,10 +303,10 @@ def _cases_spatial_precision(suite):
 
 def _hidden_cases_spatial_precision():
     # The grader's extra cases for chapter 7's exercise (kept apart so that they can be moved).
-    return [Case("fresh random sentences", _sentence_rows(10, S=12)),
+    return [Case("fresh random sentences", _sentence_rows(10, S=12, distinct=True)),
             Case("words of the sentences in mixed order", _sentence_rows(11, S=5, shuffle=True)),
             Case("a sentence whose mean mass is exactly the threshold", _threshold_case()),
-            Case("threshold=0.8", _sentence_rows(12, S=6), {"threshold": 0.8}),
+            Case("threshold=0.8", _sentence_rows(12, S=6, threshold=0.8), {"threshold": 0.8}),
             Case("one sentence of one word", _sentence_rows(13, S=1, words=(1,))),
             Case("an 8 x 8 patch grid", _sentence_rows(14, S=5, N=64)),
             Case("several hallucinated sentences", _sentence_rows(15, S=6, hallucinated=3))]
@@ -534,9 +564,6 @@ _SPATIAL_MISTAKES = [
     ("each word was scored on its own: a sentence is precise when the *mean* mass of its words "
      "is above the threshold, so average per sentence before comparing",
      lambda r, m, s, threshold=0.5: ((r * m).sum(-1) > threshold).float().mean()),
-    ("the masses of all sentences were averaged before the comparison: decide for each sentence, "
-     "then take the share of precise sentences",
-     lambda r, m, s, threshold=0.5: ((r * m).sum(-1).mean() > threshold).float()),
     ("a mass of exactly the threshold counts as precise: the rule is strictly above",
      lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s) >= threshold).float().mean()),
     ("each sentence was judged by its best word (max): use the mean over its words",
@@ -552,6 +579,9 @@ _SPATIAL_MISTAKES = [
      lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s) > threshold).float().sum()),
     ("returned the mean mass: each sentence counts 1 if precise, 0 if not",
      lambda r, m, s, threshold=0.5: _sentence_mass(r, m, s).mean()),
+    ("the masses of all sentences were averaged before the comparison: decide for each sentence, "
+     "then take the share of precise sentences",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1).mean() > threshold).float()),
 ]
 
 
