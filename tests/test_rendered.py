@@ -165,3 +165,28 @@ def test_other_patch_grids():
     small = ml.RenderedChestXrayDataset(20, image_size=32, patch_size=4, seed=0)
     assert small.n_patches == 64 and small.d_vision == 16
     assert small.patches.shape == (20, 64, 16)
+
+
+def test_figures_of_the_second_world(ds):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medsight_lab import visualise as vis
+    fig = vis.plot_rendered_examples(ds, range(3), ncols=3)
+    assert len(fig.axes) == 3
+    fig = vis.plot_finding_distribution(ds.labels)
+    bars = fig.axes[3].patches
+    assert [b.get_height() for b in bars] == [
+        sum(sum(l[f]["status"] == "positive" for f in RENDERED_FINDINGS) == k for l in ds.labels)
+        for k in range(4)]
+    row = torch.zeros(64)
+    row[10] = 1.0
+    ax = vis.plot_attention_on_image(ds.images[0], row, ds.pixel_masks[0].any(0))
+    heat = ax.images[1].get_array()
+    assert heat.shape == (64, 64) and heat[8, 16] == 1 and heat[0, 0] == 0   # patch 10 = row 1, col 2
+    with pytest.raises(ValueError):
+        vis.plot_attention_on_image(ds.images[0], torch.zeros(10))
+    with pytest.raises(ValueError):
+        vis.plot_rendered_examples(ds, [])
+    plt.close("all")
