@@ -464,7 +464,7 @@ def plot_rendered_examples(dataset, indices, reports=None, ncols=4, width=3.2):
     for ax in axes.flat:
         ax.axis("off")
     for k, (ax, i) in enumerate(zip(axes.flat, indices)):
-        ax.imshow(dataset.images[i, 0], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(_as_array(dataset.images[i, 0], "image"), cmap="gray", vmin=0, vmax=1)
         for j, f in enumerate(RENDERED_FINDINGS):
             _outline(ax, dataset.pixel_masks[i, j], FINDING_COLOURS[f], f)
         text = dataset.reports[i] if reports is None else reports[k]
