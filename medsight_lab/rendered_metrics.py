@@ -325,3 +325,23 @@ def format_per_finding(metrics) -> str:
                      f"{s['support']:7d} {g.get('pointing_game', float('nan')):8.2f} "
                      f"{g.get('attention_mass', float('nan')):6.2f}")
     return "\n".join(lines)
+
+
+TARGETS = {"finding_f1_micro": (">=", 0.95), "laterality_accuracy": (">=", 0.98),
+           "hallucination_rate": ("<=", 0.02), "grounded_spatial_precision": (">=", 0.9)}
+HEADLINE = ("finding_f1_micro", "finding_f1_macro", "laterality_accuracy", "severity_accuracy",
+            "hallucination_rate", "omission_rate", "unreadable_rate", "exact_match", "bleu4",
+            "grounded_logical_precision", "grounded_spatial_precision", "grounded_spatial_recall",
+            "pointing_game", "attention_mass")
+
+
+def format_against_targets(metrics) -> str:
+    """`evaluate_rendered`'s headline scores as aligned text, each beside its chance level, the
+    brightest-patch map's score where it has one, and the course's target where there is one."""
+    lines = [f"{'metric':28s} {'model':>6s} {'chance':>6s} {'bright':>6s}  target"]
+    for key in HEADLINE:
+        chance = metrics["chance"].get(key, float("nan"))
+        bright = metrics["baselines"]["brightest patch"].get(key, float("nan"))
+        op, bound = TARGETS.get(key, ("", ""))
+        lines.append(f"{key:28s} {metrics[key]:6.2f} {chance:6.2f} {bright:6.2f}  {op} {bound}")
+    return "\n".join(lines)

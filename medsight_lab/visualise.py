@@ -544,3 +544,22 @@ def plot_attention_on_image(image, attn_row, pixel_mask=None, ax=None, title=Non
     ax.set_title(title or "attention on the image", fontsize=8)
     ax.axis("off")
     return ax
+
+
+def plot_sentence_attention(dataset, indices, written, max_panels=4):
+    """One panel per positive sentence the model wrote for films `indices` of a
+    RenderedChestXrayDataset (`written`: `rendered_metrics.grounded_sentences` of those films),
+    up to `max_panels`: the mean attention of the sentence's finding words over the film, with the
+    true mask of that finding outlined (none where the film does not have it). Returns the Figure."""
+    from .rendered import RENDERED_FINDINGS
+    panels = [(i, s) for i, w in zip(indices, written) for s in (w["sentences"] or [])][:max_panels]
+    if not panels:
+        raise ValueError("no positive sentence among the reports written for these films")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6),
+                             layout="constrained", squeeze=False)
+    for ax, (i, s) in zip(axes[0], panels):
+        j = RENDERED_FINDINGS.index(s["finding"])
+        side = f" ({s['label']['side']})" if s["label"]["side"] else ""
+        plot_attention_on_image(dataset.images[i], s["attention"], dataset.pixel_masks[i, j],
+                                ax=ax, title=f"film {i}: {s['finding']}{side}")
+    return fig

@@ -158,3 +158,32 @@ def test_cross_attention_runs_the_graded_function(monkeypatch):
     model = ml.default_model(ml.SyntheticRadiologyDataset(2, seed=0), num_layers=2)
     model(torch.zeros(1, 16, 64), torch.ones(1, 5, dtype=torch.long))
     assert len(calls) == 2
+
+
+def test_text_tables_and_sentence_figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medsight_lab import visualise as vis
+    from medsight_lab.rendered_metrics import (HEADLINE, format_against_targets,
+                                               format_per_finding, grounded_sentences)
+    ds = ml.RenderedChestXrayDataset(12, seed=2)
+    torch.manual_seed(0)
+    model = ml.default_model(ds, d_model=16, num_heads=2, num_layers=1)
+    m = ml.evaluate(model, ds)
+    table = format_against_targets(m).splitlines()
+    assert len(table) == 1 + len(HEADLINE) and table[1].split()[0] == "finding_f1_micro"
+    assert table[1].endswith(">= 0.95")
+    assert len(format_per_finding(m).splitlines()) == 1 + len(RENDERED_FINDINGS)
+    written = grounded_sentences(model, ds, [0, 1])
+    assert [w["report"] for w in written] == m["reports"][:2]
+    # a hand-made positive sentence draws one panel with the film's mask outlined
+    fake = [{"report": "", "sentences": [{"finding": "effusion", "attention": torch.ones(64) / 64,
+                                          "label": {"status": "positive", "side": "left",
+                                                    "size": "small"}, "mass": 0.1}]}]
+    fig = vis.plot_sentence_attention(ds, [0], fake)
+    assert fig.axes[0].get_title() == "film 0: effusion (left)"
+    with pytest.raises(ValueError, match="no positive sentence"):
+        vis.plot_sentence_attention(ds, [0], [{"report": "", "sentences": []}])
+    plt.close("all")
