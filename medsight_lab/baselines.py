@@ -8,6 +8,8 @@ the model (COURSE_DESIGN, "What the course measures"):
 - `brightest_patch_map`: all weight on the patch with the largest norm, the input-only map
   "point at the brightest patch" (for pixel patches of a rendered image the norm grows with
   the brightness);
+- `patch_norm_map`: the softmax of each patch's L2 norm, a soft version of the brightest patch
+  (the chapter 6 exercise);
 - `unusual_patch_map`: all weight on the patch farthest from the average of the same patch
   position over a reference set, "point at what looks unusual here".
 
@@ -47,6 +49,14 @@ def brightest_patch_map(patches) -> torch.Tensor:
     return _one_hot_argmax(patches.norm(dim=-1))
 
 
+def patch_norm_map(patches) -> torch.Tensor:
+    """(B, N, D) -> (B, N): the softmax over each image's patches of their L2 norms (the chapter 6
+    exercise's reference): a distribution like a row of attention, computed from the input alone,
+    that puts most weight where the patches are longest (brightest)."""
+    _check_patches(patches)
+    return patches.norm(dim=-1).softmax(-1)
+
+
 def unusual_patch_map(patches, reference) -> torch.Tensor:
     """(B, N, D) -> (B, N): all weight on the patch farthest (L2) from the mean of the same patch
     position in `reference` (M, N, D), e.g. the training images."""
@@ -71,7 +81,8 @@ def baseline_scores(patches, lesion_mask, reference=None) -> dict:
     if not keep.any():
         raise ValueError("no image has a lesion: there is nothing to point at")
     patches, lesion = patches[keep], lesion_mask[keep]
-    maps = {"uniform": uniform_map(patches), "brightest patch": brightest_patch_map(patches)}
+    maps = {"uniform": uniform_map(patches), "brightest patch": brightest_patch_map(patches),
+            "patch norms (softmax)": patch_norm_map(patches)}
     if reference is not None:
         maps["unusual patch"] = unusual_patch_map(patches, reference)
     scores = {}

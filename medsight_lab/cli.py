@@ -1,4 +1,5 @@
-"""`python -m medsight_lab train | evaluate | release`: a thin face over the package's functions."""
+"""`python -m medsight_lab train | evaluate | release | autograder`: a thin face over the package's
+functions."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def _release(args):
     print(f"student edition written to {out}")
 
 
+def _autograder(args):
+    from .grading.autograder import build_bundle
+    out = build_bundle(args.out, args.reference)
+    print(f"Gradescope autograder bundle written to {out}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m medsight_lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +85,12 @@ def main(argv=None):
                    help="where the student edition is published (its book's launch buttons "
                         "point there; without it the book has none)")
     p.set_defaults(run=_release)
+
+    p = sub.add_parser("autograder", help="build a Gradescope autograder bundle (zip)")
+    p.add_argument("--out", default="_build/autograder.zip", help="the zip to write")
+    p.add_argument("--reference", default="notebooks",
+                   help="instructor notebooks, hidden tests included")
+    p.set_defaults(run=_autograder)
 
     args = parser.parse_args(argv)
     try:

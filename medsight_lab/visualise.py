@@ -563,3 +563,60 @@ def plot_sentence_attention(dataset, indices, written, max_panels=4):
         plot_attention_on_image(dataset.images[i], s["attention"], dataset.pixel_masks[i, j],
                                 ax=ax, title=f"film {i}: {s['finding']}{side}")
     return fig
+
+
+# -- chapter 6: tests of explanations --------------------------------------------------------------
+_SERIES_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725", "#8c8c8c")
+
+
+def plot_randomisation(draws, ax=None, title="Model randomisation"):
+    """One line per score over the randomisation steps of `sanity.model_randomisation` (a list of
+    its results, one per random draw): the mean over the draws with the range as a band, for the
+    rank correlation with the trained map and the attention mass, and the rank correlation of
+    maps of unrelated images as a dashed level. Returns the Axes."""
+    if not draws or not all(isinstance(d, dict) and "steps" in d for d in draws):
+        raise ValueError("draws must be a non-empty list of sanity.model_randomisation results")
+    labels = ["trained"] + [s["randomised"] for s in draws[0]["steps"]]
+    ax = _new_axes(ax, (9, 3.6))
+    x = np.arange(len(labels))
+    for key, colour, name in (("rank_correlation", "#3b528b", "rank correlation with the "
+                               "trained map"), ("attention_mass", "#21918c",
+                                                "attention mass in lesion")):
+        first = 1.0 if key == "rank_correlation" else draws[0]["trained"][key]
+        values = np.array([[first] + [s[key] for s in d["steps"]] for d in draws])
+        ax.plot(x, values.mean(0), marker="o", color=colour, label=name)
+        ax.fill_between(x, values.min(0), values.max(0), color=colour, alpha=0.25, linewidth=0)
+    ax.axhline(np.mean([d["unrelated_images"] for d in draws]), color="black", linestyle="--",
+               linewidth=1, label="rank correlation, maps of unrelated images")
+    ax.axhline(draws[0]["chance"], color="#fde725", linestyle=":", linewidth=2,
+               label="attention mass, chance (uniform)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.05)
+    ax.set_ylabel("score (band: range of draws)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return ax
+
+
+def plot_curves(curves, kind="deletion", ax=None, title=None):
+    """Mean deletion (or insertion) curve of each map in `curves` (from `sanity.faithfulness`):
+    the probability of the true finding words against the number of patches deleted (inserted),
+    with each curve's mean area in the legend. Returns the Axes."""
+    if kind not in ("deletion", "insertion"):
+        raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
+    if not curves:
+        raise ValueError("curves is empty: pass sanity.faithfulness(model, explained)")
+    ax = _new_axes(ax, (5, 3.4))
+    styles = ("-", "--", "-.", ":", (0, (5, 1)), (0, (1, 1)))
+    for (name, c), colour, style in zip(curves.items(), _SERIES_COLOURS, styles):
+        mean = c[kind].detach().cpu().mean(0).numpy()
+        area = float(c[f"{kind}_area"].mean())
+        ax.plot(np.arange(len(mean)), mean, color=colour, linestyle=style,
+                label=f"{name} (area {area:.2f})")
+    ax.set_xlabel(f"patches {'deleted' if kind == 'deletion' else 'inserted'}, in the map's order")
+    ax.set_ylabel("probability of the finding words")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title or f"{kind.capitalize()} curves")
+    ax.legend(fontsize=7, frameon=False)
+    return ax

@@ -3,6 +3,7 @@ verdict that names the mistake; broken answers give a verdict instead of an exce
 
 import contextlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +71,36 @@ def pointing_game_and_mass(rows, lesions):
     return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()
 
 
+def patch_norm_map(patches):
+    return torch.softmax(torch.linalg.vector_norm(patches, dim=-1), dim=-1)
+
+
+def _ranks(x):
+    return x.argsort(-1).argsort(-1).float()
+
+
+def rank_correlation(a, b):
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(-1, keepdim=True), rb - rb.mean(-1, keepdim=True)
+    return (ra * rb).sum(-1) / (ra.norm(dim=-1) * rb.norm(dim=-1))
+
+
+def deletion_curve(score_fn, patches, ranking, background, start=0, step=1, fill=None):
+    order = ranking.argsort(dim=-1, descending=True)
+    rows = torch.arange(len(patches))
+    x, curve = patches.clone(), [score_fn(patches)]
+    for k in range(patches.shape[1]):
+        x[rows, order[:, k]] = (background if fill is None else fill)[rows, order[:, k]]
+        curve.append(score_fn(x))
+    return torch.stack(curve, 1)[:, start::step]
+
+
+def gradient_times_input(score_fn, patches):
+    x = patches.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(score_fn(x).sum(), x)
+    return (grad * x).sum(-1)
+
+
 def spatial_precision(rows, masks, sentence, threshold=0.5):
     precise = []
     for s in range(int(sentence.max()) + 1):
@@ -78,10 +109,27 @@ def spatial_precision(rows, masks, sentence, threshold=0.5):
     return torch.tensor(precise).mean()
 
 
-RIGHT = {"cross_attention": cross_attention, "causal_mask": causal_attention_weights,
+RIGHT = {"cross_attention": cross_attention, "causal_attention_weights": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
-         "pointing_game_and_mass": pointing_game_and_mass, "spatial_precision": spatial_precision}
+         "pointing_game_and_mass": pointing_game_and_mass, "patch_norm_map": patch_norm_map,
+         "rank_correlation": rank_correlation, "deletion_curve": deletion_curve,
+         "gradient_times_input": gradient_times_input, "spatial_precision": spatial_precision}
+
+
+def _spearman_formula(a, b):
+    """Spearman's rho by 1 - 6 sum(d^2) / (N (N^2 - 1)): right when there are no ties."""
+    N = a.shape[-1]
+    return 1 - 6 * (_ranks(a) - _ranks(b)).pow(2).sum(-1) / (N * (N ** 2 - 1))
+
+
+def _grad_only(score_fn, patches, how):
+    x = patches.detach().clone().requires_grad_(True)
+    out = score_fn(x)
+    (grad,) = torch.autograd.grad(out.mean() if how == "mean" else out.sum(), x)
+    return {"grad": grad.sum(-1), "abs": (grad * x).sum(-1).abs(), "mean": (grad * x).sum(-1),
+            "features": grad * x, "norm": grad.norm(dim=-1), "abs each": (grad * x).abs().sum(-1),
+            "avg": (grad * x).mean(-1), "item": (grad * x).sum(-1).tolist()}[how]
 
 
 @pytest.mark.parametrize("suite", ["visible", "hidden"])
@@ -93,9 +141,15 @@ def test_the_right_answer_passes(exercise, suite):
     assert result.message.startswith(f"✔ {title}: correct on ")
 
 
+def test_other_right_answers_pass_chapter_6():
+    assert run_check("rank_correlation", _spearman_formula, "hidden").passed
+    in_place = lambda s, p, r, bg: deletion_curve(s, p, r, bg)  # noqa: E731
+    assert run_check("deletion_curve", in_place, "hidden").passed
+
+
 def test_other_right_answers_pass():
     large_negative = lambda s: causal_attention_weights(s, fill=-1e9)  # noqa: E731
-    assert run_check("causal_mask", large_negative, "hidden").passed
+    assert run_check("causal_attention_weights", large_negative, "hidden").passed
     entr = lambda a: torch.special.entr(a[-1].mean(1)).sum(-1).mean()  # noqa: E731
     assert run_check("attention_entropy", entr, "visible").passed
 
@@ -200,7 +254,21 @@ WRONG = [
      lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),
     ("pointing_game_and_mass", "visible",
      lambda r, l: (pointing_game_and_mass(r, l)[0], ((r * l).sum(-1) / l.sum(-1)).mean()),
-     "the *sum* of a row's weights inside the lesion"),
+     "you divide each row's weight inside the lesion by the lesion's size"),
+    ("pointing_game_and_mass", "visible",                     # mean over the patches
+     lambda r, l: (pointing_game_and_mass(r, l)[0], (r * l).mean(-1).mean()),
+     "you average the weights inside the lesion over all the patches"),
+    ("pointing_game_and_mass", "hidden",
+     lambda r, l: (pointing_game_and_mass(r, l)[0], (r * l).mean()),
+     "you average the weights inside the lesion over all the patches"),
+    ("pointing_game_and_mass", "visible",                     # argmax over the rows, indexed
+     lambda r, l: (l.bool()[torch.arange(len(r)), r.argmax(dim=0)].float().mean(),
+                   pointing_game_and_mass(r, l)[1]),
+     "the argmax over the rows (dim=0)"),
+    ("pointing_game_and_mass", "hidden",                      # argmax over the rows, gathered
+     lambda r, l: (l.gather(1, r.argmax(dim=0).unsqueeze(1)).mean(),
+                   pointing_game_and_mass(r, l)[1]),
+     "the argmax over the rows (dim=0)"),
     ("pointing_game_and_mass", "visible",
      lambda r, l: (pointing_game_and_mass(r, l)[0], r.sum(-1).mean()),
      "multiply by the lesion mask first"),
@@ -216,6 +284,72 @@ WRONG = [
     ("pointing_game_and_mass", "hidden",                     # per-row values, not their mean
      lambda r, l: (l.gather(1, r.argmax(-1, keepdim=True)).squeeze(1), (r * l).sum(-1)),
      "shape of the pointing game"),
+
+    # chapter 6: patch_norm_map
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=-1).softmax(0), "over the images"),
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=-1), "raw norms"),
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=-1) / p.norm(dim=-1).sum(-1, keepdim=True),
+     "divide the norms by their sum"),
+    ("patch_norm_map", "visible", lambda p: (p ** 2).sum(-1).softmax(-1), "squared norms"),
+    ("patch_norm_map", "visible", lambda p: p.sum(-1).softmax(-1), "sum of the features"),
+    ("patch_norm_map", "visible",
+     lambda p: F.one_hot(p.norm(dim=-1).argmax(-1), p.shape[1]).float(), "all the weight"),
+    ("patch_norm_map", "visible", lambda p: p.norm(dim=1).softmax(-1), "shape of the map"),
+    ("patch_norm_map", "visible", lambda p: ml.baselines.patch_norm_map(p), "calls medsight_lab"),
+    # rank_correlation
+    ("rank_correlation", "visible", lambda a, b: F.cosine_similarity(
+        a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True), dim=-1), "Pearson"),
+    ("rank_correlation", "visible", lambda a, b: rank_correlation(a.argsort(-1).float(),
+                                                                  b.argsort(-1).float()),
+     "argsort of that argsort"),
+    ("rank_correlation", "visible",
+     lambda a, b: F.cosine_similarity(_ranks(a), _ranks(b), dim=-1), "not centred"),
+    ("rank_correlation", "visible", lambda a, b: rank_correlation(a, -b), "descending"),
+    ("rank_correlation", "visible", lambda a, b: rank_correlation(a, b).mean(),
+     "mean over the rows"),
+    ("rank_correlation", "hidden",                # the formula with N^3 instead of N (N^2 - 1)
+     lambda a, b: 1 - 6 * (_ranks(a) - _ranks(b)).pow(2).sum(-1) / a.shape[-1] ** 3,
+     "wrong value on fresh random rows"),
+    ("rank_correlation", "visible", lambda a, b: ml.sanity.rank_correlation(a, b),
+     "calls medsight_lab"),
+    # deletion_curve
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, -r, bg), "lowest-ranked patches first"),
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, r, bg, start=1), "starts at k = 1"),
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, r, bg)[:, :-1], "stops at k = N - 1"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: torch.stack(
+        [s(p)] + [s(torch.where(F.one_hot(r.argsort(-1, descending=True)[:, k], p.shape[1])
+                                .bool()[..., None], bg, p)) for k in range(p.shape[1])], 1),
+     "deletions accumulate"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: deletion_curve(s, bg, r, p),
+     "insert patches into the background"),
+    ("deletion_curve", "visible",
+     lambda s, p, r, bg: deletion_curve(s, p, r, bg, fill=torch.zeros_like(p)), "by zeros"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: deletion_curve(s, p, r, bg).T,
+     "transposed"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: deletion_curve(s, p, r, bg).tolist(),
+     "expected a torch tensor"),
+    ("deletion_curve", "visible", lambda s, p, r, bg: ml.sanity.deletion_curve(s, p, r, bg),
+     "calls medsight_lab"),
+    # gradient_times_input
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "grad"), "gradient alone"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "abs"), "absolute value"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "abs each"),
+     "absolute values of the features"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "norm"),
+     "norm of the gradient"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "mean"),
+     "mean of the scores over the images"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "features"),
+     "one value per feature"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "avg"),
+     "average over the features"),
+    ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "item"),
+     "expected a torch tensor"),
+    ("gradient_times_input", "visible",
+     lambda s, p: ml.sanity.gradient_times_input(s, p), "calls medsight_lab"),
 
     # exercise, suite, answer, words the verdict must contain
     ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: _ce(lo, t, pad_id),
@@ -322,25 +456,34 @@ WRONG = [
      "split the wrong way"),
     ("cross_attention", "visible", lambda q, k, v, h: cross_attention(q, k, v, h, raw=True),
      "raw scores"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: causal_attention_weights(s, keep=lambda T: torch.ones(T, T).triu()),
      "attends to the future"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: causal_attention_weights(s, keep=lambda T: torch.ones(T, T).tril(-1)),
      "diagonal is masked"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: s.softmax(-1) * torch.ones(s.shape[-1], s.shape[-1]).tril(),
      "mask after the softmax"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: s.softmax(-1).masked_fill(~torch.ones(s.shape[-1], s.shape[-1]).tril().bool(), 0),
      "mask after the softmax"),
-    ("causal_mask", "visible", lambda s: causal_attention_weights(s, fill=0.0),
+    ("causal_attention_weights", "visible",                                # -1e9 masks row 0 to uniform
+     lambda s: causal_attention_weights(s, fill=-1e9, keep=lambda T: torch.ones(T, T).tril(-1)),
+     "diagonal is masked"),
+    ("causal_attention_weights", "hidden",
+     lambda s: causal_attention_weights(s, fill=-1e9, keep=lambda T: torch.ones(T, T).tril(-1)),
+     "diagonal is masked"),
+    ("causal_attention_weights", "visible",
+     lambda s: causal_attention_weights(s, fill=-1e9, keep=lambda T: 1 - torch.ones(T, T).tril()),
+     "attends to the future"),
+    ("causal_attention_weights", "visible", lambda s: causal_attention_weights(s, fill=0.0),
      "set to 0"),
-    ("causal_mask", "visible", lambda s: s.softmax(-1), "no mask is applied"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible", lambda s: s.softmax(-1), "no mask is applied"),
+    ("causal_attention_weights", "visible",
      lambda s: s.masked_fill(~torch.ones(s.shape[-1], s.shape[-1]).tril().bool(),
                              float("-inf")).softmax(-2), "wrong axis"),
-    ("causal_mask", "visible",
+    ("causal_attention_weights", "visible",
      lambda s: s.masked_fill_(~torch.ones(s.shape[-1], s.shape[-1]).tril().bool(),
                               float("-inf")).softmax(-1), "in place"),
 ]
@@ -370,10 +513,14 @@ def test_a_wrong_answer_fails_with_its_diagnosis(exercise, suite, answer, words)
 def test_every_known_mistake_is_exercised():
     """The tables of known mistakes and this test's wrong answers cover each other."""
     tables = {"cross_attention": checks._CROSS_ATTENTION_MISTAKES,
-              "causal_mask": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
+              "causal_attention_weights": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
               "grounding_loss": checks._GROUNDING_MISTAKES,
               "attention_entropy": checks._ENTROPY_MISTAKES,
               "pointing_game_and_mass": checks._POINTING_MISTAKES,
+              "patch_norm_map": checks._PATCH_NORM_MISTAKES,
+              "rank_correlation": checks._RANK_MISTAKES,
+              "deletion_curve": checks._DELETION_MISTAKES,
+              "gradient_times_input": checks._GRADIENT_MISTAKES,
               "spatial_precision": checks._SPATIAL_MISTAKES}
     for exercise, table in tables.items():
         for message, wrong in table:
@@ -402,7 +549,7 @@ def test_an_unknown_wrong_answer_names_the_case():
     ("pointing_game_and_mass", ml.metrics.pointing_game_and_mass, "pointing_game_and_mass"),
     ("spatial_precision", ml.rendered_metrics.spatial_precision, "spatial_precision"),
     ("cross_attention", ml.multi_head_attention, "multi_head_attention"),
-    ("causal_mask", lambda s: causal_attention_weights(
+    ("causal_attention_weights", lambda s: causal_attention_weights(
         s, keep=lambda T: ml.causal_mask(T)), "causal_mask"),
     ("compute_loss", lambda lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01: (
         ml.shifted_cross_entropy(lo, t), 0, 0, 0), "shifted_cross_entropy"),
@@ -485,7 +632,7 @@ def test_gradients_are_checked_even_when_the_notebook_switched_autograd_off():
         return torch.tensor(scores.masked_fill(~allowed, float("-inf")).softmax(-1).tolist())
 
     with torch.no_grad():
-        result = run_check("causal_mask", detached, "hidden")
+        result = run_check("causal_attention_weights", detached, "hidden")
     assert not result.passed and "no gradient flows back" in result.message, result.message
 
 
@@ -507,11 +654,19 @@ def test_the_check_warns_of_an_answer_the_grader_would_refuse(tmp_path, capsys, 
     assert capsys.readouterr().out.startswith("✔")
 
 
-def test_for_nbgrader_a_failed_check_can_raise(monkeypatch, capsys):
+@pytest.mark.parametrize("variable, value", [(checks.RAISE_ENV, "1"),
+                                             (checks.NBGRADER_ENV, "validate"),
+                                             (checks.NBGRADER_ENV, "autograde")])
+def test_for_nbgrader_a_failed_check_raises(monkeypatch, capsys, variable, value):
+    """nbgrader scores a grade cell by whether it raises; it sets NBGRADER_EXECUTION itself."""
+    for name in checks.RAISE_ENVS:
+        monkeypatch.delenv(name, raising=False)
     wrong = lambda a: -attention_entropy(a)                       # noqa: E731
     check("attention_entropy", wrong)                             # by default it only prints
     assert capsys.readouterr().out.startswith("✘ attention_entropy")
-    monkeypatch.setenv(checks.RAISE_ENV, "1")
+    monkeypatch.setenv(checks.RAISE_ENV, "0")                     # off unless "1"
+    check("attention_entropy", wrong)
+    monkeypatch.setenv(variable, value)
     with pytest.raises(AssertionError, match="wrong sign"):
         check("attention_entropy", wrong)
     check("attention_entropy", attention_entropy)                 # a pass never raises
@@ -533,3 +688,25 @@ def test_the_verdict_never_contains_a_number_from_a_computation():
     for exercise, answer, _ in [(w[0], w[2], w[3]) for w in WRONG]:
         message = run_check(exercise, answer).message
         assert "tensor(" not in message and "e-0" not in message, message
+
+
+# -- the hidden cases live outside the package --------------------------------------------------
+
+def test_the_hidden_cases_are_outside_the_package_and_the_release_scans_for_them(tmp_path):
+    from medsight_lab.grading.release import find_leaks, hidden_case_lines
+    package = Path(checks.__file__).resolve().parents[1]
+    assert not checks.HIDDEN_CASES_FILE.is_relative_to(package)
+    lines = hidden_case_lines(checks.HIDDEN_CASES_FILE)
+    assert len(lines) >= 7 * 4                               # every exercise has hidden cases
+    assert find_leaks(package, lines) == []                  # the package the edition ships
+    leaked = tmp_path / "medsight_lab" / "grading" / "checks.py"
+    leaked.parent.mkdir(parents=True)
+    leaked.write_text("x = 1\n    " + lines[0] + "\n")
+    assert find_leaks(tmp_path, lines) == [(leaked, lines[0])]
+
+
+def test_without_the_hidden_cases_only_the_visible_suite_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv(checks.HIDDEN_CASES_ENV, str(tmp_path / "missing.py"))
+    result = run_check("attention_entropy", attention_entropy, "hidden")
+    assert not result.passed and "exist only in the instructor's copy" in result.message
+    assert run_check("attention_entropy", attention_entropy).passed

@@ -1,5 +1,6 @@
 """The grading plugin end to end: one pytest run (in a subprocess) over a folder of submissions
-made from the real chapters — right, released, wrong and broken ones — then its gradebook."""
+made from the real chapters — right, released, wrong and broken ones — then its gradebook; the
+same folder graded again with pytest-xdist (-n 2) gives the same bytes."""
 
 import copy
 import csv
@@ -13,14 +14,16 @@ import nbformat
 import pytest
 
 from medsight_lab.grading import EXERCISES
-from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS, merge
+from medsight_lab.grading.intake import answer_sources
+from medsight_lab.grading.plugin import GRADEBOOK_COLUMNS
 from medsight_lab.grading.policy import answer_problem
 from medsight_lab.grading.release import MARKDOWN_STUB, release
+from medsight_lab.grading.running import Chapter, package_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "notebooks"
 LOSS, ARCHITECTURE = CHAPTERS / "03_loss.ipynb", CHAPTERS / "02_architecture.ipynb"
-TIMEOUT_S = 15
+TIMEOUT_S = 4      # per exercise in the sandbox (--grade-timeout); one call gets as much
 
 def answer(nb, exercise):
     return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == exercise)
@@ -123,8 +126,8 @@ def write_submissions(folder):
         "        pass")})
     nbformat.write(stubborn, folder / "stubborn.ipynb")
 
-    # A refused answer becomes the stub, so compute_loss, which calls it, gets a useful verdict;
-    # a local variable that happens to be called `check` is fine.
+    # A refused answer costs its own marks only: compute_loss, which calls it, is judged with
+    # the reference's grounding_loss; a local variable that happens to be called `check` is fine.
     refused = nbformat.read(LOSS, as_version=4)
     ground = answer(refused, "grounding_loss")
     ground.source = "import os\n" + ground.source
@@ -136,6 +139,21 @@ def write_submissions(folder):
     (folder / "eve_03_loss.ipynb").write_bytes(b"")   # the chapter is in the file name
     unknown = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello')")])
     nbformat.write(unknown, folder / "my_homework.ipynb")
+    # Chapter 5 trains models as it runs; grading runs only the answer, not the chapter.
+    nbformat.write(with_answers(CHAPTERS / "05_evaluation.ipynb", {"pointing_game_and_mass": (
+        "def pointing_game_and_mass(rows, lesions):\n"
+        "    inside = lesions.bool()\n"
+        "    hit = inside[torch.arange(len(rows)), rows.argmax(-1)].float()\n"
+        "    return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()")}),
+        folder / "alice_05.ipynb")
+
+
+def grade_folder(submissions, out, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
+         str(submissions), "--grade-output", str(out), "--grade-timeout", str(TIMEOUT_S),
+         "-q", "-rA", "-p", "no:cacheprovider", *extra], cwd=ROOT, capture_output=True,
+        text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +164,12 @@ def graded(tmp_path_factory):
     write_submissions(submissions)
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in submissions.iterdir()}
     out = base / "grades"
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
-         str(submissions), "--grade-output", str(out), "--grade-timeout", str(TIMEOUT_S),
-         "-q", "-rA"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = grade_folder(submissions, out)
     with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in submissions.iterdir()}
     return {"run": run, "out": out, "rows": rows, "unchanged": before == after,
+            "submissions": submissions, "base": base,
             "grades": {(r["submission"], r["exercise"]): r for r in rows}}
 
 
@@ -174,7 +190,11 @@ def test_gradebook_columns_and_rows(graded):
     for name in ("reference_03.ipynb", "student_03.ipynb", "wrong.ipynb", "broken.ipynb",
                  "noisy.ipynb", "eve_03_loss.ipynb"):
         assert per_submission[name] == LOSS_EXERCISES, name
-    assert per_submission["reference_02.ipynb"] == ["cross_attention", "causal_mask"]
+    assert per_submission["reference_02.ipynb"] == ["cross_attention", "causal_attention_weights"]
+    assert per_submission["alice_05.ipynb"] == ["pointing_game_and_mass"]
+    assert [(r["submission"], r["exercise"]) for r in graded["rows"]] == sorted(
+        [(r["submission"], r["exercise"]) for r in graded["rows"]],
+        key=lambda k: (k[0], list(EXERCISES).index(k[1]) if k[1] in EXERCISES else -1))
 
 
 def test_the_instructor_source_earns_full_marks(graded):
@@ -185,6 +205,7 @@ def test_the_instructor_source_earns_full_marks(graded):
                 points, verdict = grade(graded, submission, exercise)
                 assert points == ex.points, verdict
                 assert verdict.startswith(f"✔ {exercise}: correct on ")
+                assert f"✔ {exercise} (hidden tests): correct on " in verdict
 
 
 def test_pytest_reports_each_exercise(graded):
@@ -203,7 +224,8 @@ def test_wrong_answers_lose_their_marks_whatever_their_stored_outputs(graded):
     expected = {"shifted_cross_entropy": "not shifted by one position",
                 "grounding_loss": "normalise each mask row",
                 "attention_entropy": "wrong sign",
-                "compute_loss": "(ce, output 2) is wrong: your cross-entropy is not shifted"}
+                # judged with the reference helpers: only its own mistake counts
+                "compute_loss": "the total ignores the lambdas"}
     for exercise, words in expected.items():
         points, verdict = grade(graded, "wrong.ipynb", exercise)
         assert points == 0 and verdict.startswith(f"✘ {exercise}") and words in verdict, verdict
@@ -213,7 +235,7 @@ def test_broken_cells_get_a_clear_verdict(graded):
     expected = {"shifted_cross_entropy": "is missing",
                 "grounding_loss": "2 answer cells for grounding_loss",
                 "attention_entropy": "was the function `attention_entropy` renamed",
-                "compute_loss": "answer cells must not import medsight_lab"}
+                "compute_loss": "refused: answer cells must not import medsight_lab"}
     for exercise, words in expected.items():
         points, verdict = grade(graded, "broken.ipynb", exercise)
         assert points == 0 and words in verdict, verdict
@@ -225,7 +247,7 @@ def test_loops_syntax_errors_and_the_package_score_zero_but_warnings_cost_nothin
     points, verdict = grade(graded, "noisy.ipynb", "grounding_loss")
     assert points == 0 and verdict.startswith("syntax error in your answer")
     points, verdict = grade(graded, "noisy.ipynb", "compute_loss")
-    assert points == 0 and "must not use `ml`" in verdict
+    assert points == 0 and verdict.startswith("refused: ") and "must not use `ml`" in verdict
     points, verdict = grade(graded, "noisy.ipynb", "attention_entropy")
     assert points == 1, verdict
 
@@ -252,11 +274,11 @@ def test_mangled_files_never_stop_the_run(graded):
     assert grade(graded, "null_source.ipynb", "attention_entropy")[0] == 1
 
 
-def test_a_refused_answer_leaves_a_stub_behind(graded):
+def test_a_refused_answer_costs_only_its_own_marks(graded):
     points, verdict = grade(graded, "refused.ipynb", "grounding_loss")
-    assert points == 0 and "yours imports os" in verdict, verdict
-    points, verdict = grade(graded, "refused.ipynb", "compute_loss")
-    assert points == 0 and "calls grounding_loss, which is not implemented yet" in verdict, verdict
+    assert points == 0 and verdict.startswith("refused: ") and "yours imports os" in verdict
+    points, verdict = grade(graded, "refused.ipynb", "compute_loss")    # uses grounding_loss
+    assert points == 3, verdict
     assert grade(graded, "refused.ipynb", "attention_entropy")[0] == 1
     assert grade(graded, "refused.ipynb", "shifted_cross_entropy")[0] == 2
 
@@ -274,6 +296,8 @@ def test_feedback_files_and_untouched_submissions(graded):
     assert "BEGIN HIDDEN TESTS" not in feedback and "suite=" not in feedback
     assert (graded["out"] / "feedback" / "reference_03.md").exists()
     assert graded["unchanged"], "grading modified a submission file"
+    assert not (graded["out"] / ".staging").exists()
+    assert "sandbox: bubblewrap" in (graded["out"] / "run_log.txt").read_text()
 
 
 def test_written_answers_are_collected_for_the_marker(graded):
@@ -287,7 +311,7 @@ def test_written_answers_are_collected_for_the_marker(graded):
 
 
 def test_written_answers_of_a_submission():
-    from medsight_lab.grading.plugin import written_answers
+    from medsight_lab.grading.intake import written_answers
     nb = nbformat.read(LOSS, as_version=4)
     key = next(c for c in nb.cells
                if c.metadata.get("nbgrader", {}).get("grade_id") == "03_loss_questions")
@@ -301,43 +325,41 @@ def test_written_answers_of_a_submission():
     assert "missing" in written_answers(nb, "03_loss")
 
 
-def test_a_chapter_5_submission_is_graded_too(tmp_path):
-    """Chapter 5 trains its models as it runs: its one exercise is graded inside the whole
-    chapter (about 40 s on one core)."""
-    submissions = tmp_path / "submissions"
-    submissions.mkdir()
-    evaluation = CHAPTERS / "05_evaluation.ipynb"
-    nbformat.write(with_answers(evaluation, {"pointing_game_and_mass": (
-        "def pointing_game_and_mass(rows, lesions):\n"
-        "    inside = lesions.bool()\n"
-        "    hit = inside[torch.arange(len(rows)), rows.argmax(-1)].float()\n"
-        "    return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()")}),
-        submissions / "alice_05.ipynb")
-    out = tmp_path / "grades"
-    subprocess.run([sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin",
-                    "--grade", str(submissions), "--grade-output", str(out), "-q"],
-                   cwd=ROOT, capture_output=True, text=True, timeout=600)
-    with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
-        (row,) = list(csv.DictReader(f))
-    assert (row["exercise"], row["points"], row["max_points"]) == \
-        ("pointing_game_and_mass", "2", "2"), row["verdict"]
+def test_a_chapter_5_submission_is_graded_without_running_the_chapter(graded):
+    points, verdict = grade(graded, "alice_05.ipynb", "pointing_game_and_mass")
+    assert points == 2, verdict
 
 
-# -- the merge, in process ---------------------------------------------------------------------
+def test_serial_and_xdist_gradebooks_are_identical(graded):
+    out = graded["base"] / "grades_xdist"
+    run = grade_folder(graded["submissions"], out, "-n", "2")
+    assert run.returncode == 1, run.stdout[-3000:]
+    assert (out / "gradebook.csv").read_bytes() == \
+        (graded["out"] / "gradebook.csv").read_bytes()
+    assert "xdist workers: 2" in (out / "run_log.txt").read_text()
+    for name in ("wrong.md", "refused.md"):
+        assert (out / "feedback" / name).read_bytes() == \
+            (graded["out"] / "feedback" / name).read_bytes()
 
-def test_merge_takes_only_the_answer_cells():
-    reference = nbformat.read(LOSS, as_version=4)
+
+# -- taking the answers, in process -----------------------------------------------------------
+
+def test_only_the_answer_cells_are_taken():
+    reference = Chapter.read(LOSS)
     submission = with_answers(LOSS, {"compute_loss": "def compute_loss(*args):\n    return 0"})
     for cell in submission.cells:
         if not cell.metadata.get("nbgrader", {}).get("solution"):
             cell.source = "raise SystemExit('a student edited a locked cell')"
-    merged, problems = merge(reference, submission)
+    sources, problems = answer_sources(submission, reference.answers)
     assert problems == {}
-    assert answer(merged, "compute_loss").source == "def compute_loss(*args):\n    return 0"
-    for ours, theirs in zip(merged.cells, reference.cells):
-        if not theirs.metadata.get("nbgrader", {}).get("solution"):
-            assert ours.source.endswith(theirs.source)
-            assert ours.get("outputs") == theirs.get("outputs")
+    assert sources["compute_loss"] == "def compute_loss(*args):\n    return 0"
+    assert set(sources) == set(reference.exercises)
+    assert all("SystemExit" not in s for s in sources.values())
+
+
+def test_the_chapter_imports_an_answer_may_rely_on():
+    assert Chapter.read(LOSS).imports == "import torch\nimport torch.nn.functional as F"
+    assert Chapter.read(ARCHITECTURE).imports == "import torch"
 
 
 PACKAGE = {"medsight_lab", "ml"}       # what the chapters bind to the package (`check` aside)
@@ -418,7 +440,6 @@ def test_ordinary_answer_cells_are_accepted(source):
 
 
 def test_the_forbidden_names_come_from_the_chapter():
-    from medsight_lab.grading.plugin import package_names
     assert package_names(nbformat.read(LOSS, as_version=4)) == PACKAGE
     for path in (LOSS, ARCHITECTURE):                        # the reference answers pass
         nb = nbformat.read(path, as_version=4)
@@ -427,8 +448,8 @@ def test_the_forbidden_names_come_from_the_chapter():
                 assert answer_problem(cell.source, package_names(nb)) is None, cell.source
 
 
-def test_with_nbval_too_only_the_merged_notebooks_are_collected(tmp_path):
-    """`pytest --nbval ... --grade DIR` must not also run the submission as handed in."""
+def test_with_nbval_too_only_the_exercises_are_collected(tmp_path):
+    """`pytest --nbval ... --grade DIR` must not run the staged notebooks as notebooks."""
     submissions = tmp_path / "submissions"
     submissions.mkdir()
     nbformat.write(nbformat.read(LOSS, as_version=4), submissions / "alice.ipynb")
@@ -446,36 +467,22 @@ def test_with_nbval_too_only_the_merged_notebooks_are_collected(tmp_path):
     assert collected("--nbval") == plain
 
 
-def test_kernels_start_with_their_own_environment(monkeypatch, tmp_path):
-    from medsight_lab.grading.checks import RAISE_ENV
-    from medsight_lab.grading.plugin import _kernel_environment
-    monkeypatch.setenv(RAISE_ENV, "1")
-    monkeypatch.delenv("IPYTHONDIR", raising=False)
-    with _kernel_environment(tmp_path / "ipython"):
-        import os
-        assert os.environ["IPYTHONDIR"] == str(tmp_path / "ipython")
-        assert RAISE_ENV not in os.environ        # verdicts are printed, not raised
-    assert "IPYTHONDIR" not in os.environ and os.environ[RAISE_ENV] == "1"   # put back
-
-
-def test_a_change_to_the_package_or_the_reference_is_noticed(tmp_path):
-    from medsight_lab.grading.plugin import Grader
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    (reference / LOSS.name).write_bytes(LOSS.read_bytes())
-    grader = Grader(tmp_path, reference, tmp_path / "grades")
-    assert grader.files_fingerprint() == grader.fingerprint
-    (reference / LOSS.name).write_bytes(LOSS.read_bytes() + b"\n")
-    assert grader.files_fingerprint() != grader.fingerprint
-
-
 def test_an_interrupted_run_says_which_checks_were_not_graded(tmp_path):
-    from medsight_lab.grading.plugin import ExerciseResult, Grader, SubmissionResult
-    grader = Grader(tmp_path, CHAPTERS, tmp_path / "grades")
-    result = SubmissionResult("alice.ipynb", "03_loss")
-    result.exercises = {"compute_loss": ExerciseResult("compute_loss", 3)}
-    grader.results = {"alice.ipynb": result}
-    grader.pytest_sessionfinish(None, pytest.ExitCode.INTERRUPTED)
+    from types import SimpleNamespace
+
+    from medsight_lab.grading.plugin import Grader
+    from medsight_lab.grading.running import Settings
+    grader = Grader(tmp_path, CHAPTERS, tmp_path / "grades", tmp_path / "staging", Settings())
+    grader.expected = {"staging/alice.ipynb::compute_loss", "staging/alice.ipynb::grounding_loss"}
+    grader.pytest_runtest_logreport(SimpleNamespace(user_properties=[(
+        "medsight_lab_row", json.dumps({"submission": "alice.ipynb", "exercise": "grounding_loss",
+                                        "points": 2, "max_points": 2, "verdict": "✔", "order": 1})
+    )]))
+    session = SimpleNamespace(config=SimpleNamespace(option=SimpleNamespace()))
+    grader.pytest_sessionfinish(session, pytest.ExitCode.INTERRUPTED)
     with open(tmp_path / "grades" / "gradebook.csv", newline="", encoding="utf-8") as f:
-        (row,) = list(csv.DictReader(f))
-    assert row["points"] == "0" and "the grading run was interrupted" in row["verdict"]
+        rows = {r["exercise"]: r for r in csv.DictReader(f)}
+    assert rows["grounding_loss"]["points"] == "2"
+    assert rows["compute_loss"]["points"] == "0"
+    assert rows["compute_loss"]["verdict"].startswith("not graded: the grading run was "
+                                                      "interrupted")

@@ -164,3 +164,163 @@ def test_shuffle_reports_moves_reports_not_lesions(dataset):
     assert torch.equal(sanity.shuffle_reports(dataset, seed=1).token_ids, shuffled.token_ids)
     assert [shuffled[i]["finding_name"] for i in range(5)] == \
         [dataset[i]["finding_name"] for i in range(5)]
+
+
+# == chapter 6: testing explanations ==============================================================
+from medsight_lab.baselines import brightest_patch_map, patch_norm_map  # noqa: E402
+
+
+def test_rank_correlation_known_values_and_ties():
+    a = torch.tensor([[0.1, 0.5, 0.2, 0.9], [1.0, 2.0, 3.0, 4.0]])
+    torch.testing.assert_close(sanity.rank_correlation(a, a.exp()), torch.ones(2))
+    torch.testing.assert_close(sanity.rank_correlation(a, -a), -torch.ones(2))
+    # Ties share their mean rank: one-hot on the top value against a strictly ordered row.
+    one_hot = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    expected = torch.tensor([3 / (3 ** 0.5 * 5 ** 0.5)])   # ranks [1, 1, 1, 3] vs [0, 1, 2, 3]
+    torch.testing.assert_close(sanity.rank_correlation(one_hot, a[1:]), expected)
+    assert torch.isnan(sanity.rank_correlation(torch.ones(1, 4), a[:1])).all()
+
+
+@pytest.mark.parametrize("a, b", [(torch.ones(2, 3), torch.ones(2, 4)),
+                                  (torch.ones(3), torch.ones(3)),
+                                  (torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3))])
+def test_rank_correlation_rejects_bad_input(a, b):
+    with pytest.raises(ValueError, match=r"\(B, N\)"):
+        sanity.rank_correlation(a, b)
+
+
+def _linear_score(w):
+    return lambda patches: (patches * w).sum((-2, -1))
+
+
+def test_deletion_curve_endpoints_order_and_insertion_mirror():
+    g = torch.Generator().manual_seed(0)
+    patches, background = torch.randn(2, 5, 3, generator=g), torch.zeros(2, 5, 3)
+    w = torch.randn(5, 3, generator=g)
+    score = _linear_score(w)
+    ranking = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    curve = sanity.deletion_curve(score, patches, ranking, background)
+    assert curve.shape == (2, 6)
+    torch.testing.assert_close(curve[:, 0], score(patches))
+    torch.testing.assert_close(curve[:, -1], score(background))
+    # Image 0 deletes patch 1 first, then 4: each step removes that patch's contribution.
+    contribution = (patches * w).sum(-1)                                      # (B, N)
+    torch.testing.assert_close(curve[0, 1], curve[0, 0] - contribution[0, 1])
+    torch.testing.assert_close(curve[0, 2], curve[0, 1] - contribution[0, 4])
+    insertion = sanity.insertion_curve(score, patches, ranking, background)
+    torch.testing.assert_close(insertion[:, 0], score(background))
+    torch.testing.assert_close(insertion[:, -1], score(patches))
+    torch.testing.assert_close(insertion[0, 1], contribution[0, 1])
+    torch.testing.assert_close(sanity.curve_area(torch.full((3, 17), 0.25)), torch.full((3,), 0.25))
+    torch.testing.assert_close(sanity.curve_area(torch.tensor([0.0, 1.0])), torch.tensor(0.5))
+
+
+def test_deletion_curve_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="ranking must be"):
+        sanity.deletion_curve(_linear_score(1.0), torch.ones(2, 5, 3), torch.ones(2, 4),
+                              torch.zeros(2, 5, 3))
+
+
+def test_gradients_of_a_linear_score_are_exact_and_integrated_gradients_complete():
+    g = torch.Generator().manual_seed(1)
+    patches, w = torch.randn(3, 4, 2, generator=g), torch.randn(4, 2, generator=g)
+    torch.testing.assert_close(sanity.gradient_times_input(_linear_score(w), patches),
+                               (patches * w).sum(-1))
+    baseline = torch.randn(3, 4, 2, generator=g)
+    torch.testing.assert_close(sanity.integrated_gradients(_linear_score(w), patches, baseline, 1),
+                               ((patches - baseline) * w).sum(-1))
+    # Completeness on a nonlinear score: the map adds up to score(x) - score(x0).
+    nonlinear = lambda x: torch.tanh(x).pow(2).sum((-2, -1))                  # noqa: E731
+    ig = sanity.integrated_gradients(nonlinear, patches, baseline, steps=200)
+    torch.testing.assert_close(ig.sum(-1), nonlinear(patches) - nonlinear(baseline),
+                               atol=1e-3, rtol=1e-3)
+    assert not patches.requires_grad
+
+
+def test_patch_norm_map_is_a_distribution_peaking_at_the_brightest_patch(dataset):
+    patches = ml.as_batch(dataset, "cpu")["patches"]
+    m = patch_norm_map(patches)
+    torch.testing.assert_close(m.sum(-1), torch.ones(len(dataset)))
+    assert torch.equal(m.argmax(-1), brightest_patch_map(patches).argmax(-1))
+
+
+def test_model_units_cover_every_parameter_once(trained):
+    seen = [id(p) for _, modules in sanity.model_units(trained) for m in modules
+            for p in m.parameters()]
+    assert sorted(seen) == sorted(id(p) for p in trained.parameters())
+
+
+def test_randomise_units_changes_only_the_chosen_units(trained):
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    state = torch.get_rng_state()
+    a = sanity.randomise_units(trained, ["block 1 MLP", "embeddings"], seed=2)
+    b = sanity.randomise_units(trained, ["block 1 MLP", "embeddings"], seed=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    changed = {k for k, v in a.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("blocks.1.ffn", "blocks.1.norm3", "token_embedding",
+                                         "pos_embedding", "image_proj", "patch_embedding"))
+                           for k in changed)
+    assert {"blocks.1.ffn.0.weight", "token_embedding.weight"} <= changed
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, before[key])
+        assert torch.equal(a.state_dict()[key], b.state_dict()[key])
+    with pytest.raises(ValueError, match="unknown unit"):
+        sanity.randomise_units(trained, ["block 7 MLP"])
+
+
+def test_finding_maps_average_the_rows_of_the_finding_words(trained, dataset):
+    data = ml.as_batch(dataset, "cpu")
+    patches, tokens = data["patches"][:4], data["token_ids"][:4]
+    with torch.no_grad():
+        attn = trained(patches, tokens)[1][-1].mean(1)                       # (B, T, N)
+    words = torch.isin(tokens, ml.metrics.grounded_token_ids())
+    for b in range(4):
+        rows = words[b].nonzero().flatten()
+        read = sanity.finding_maps(trained, patches, tokens, "read")[b]
+        predict = sanity.finding_maps(trained, patches, tokens, "predict")[b]
+        if len(rows) == 0:
+            assert (read == 0).all()
+            continue
+        torch.testing.assert_close(read, attn[b, rows].mean(0))
+        torch.testing.assert_close(predict, attn[b, rows - 1].mean(0))
+    with pytest.raises(ValueError, match="row must be one of"):
+        sanity.finding_maps(trained, patches, tokens, "write")
+
+
+def test_model_randomisation_the_map_ignores_the_layers_above_it(trained, dataset):
+    result = sanity.model_randomisation(trained, dataset, mode="independent", seed=0)
+    steps = {s["randomised"]: s for s in result["steps"]}
+    # The scored map is computed before the output head and the last MLP: it cannot change.
+    assert steps["output head"]["rank_correlation"] == pytest.approx(1.0)
+    assert steps["block 1 MLP"]["rank_correlation"] == pytest.approx(1.0)
+    assert steps["embeddings"]["rank_correlation"] < 0.9
+    cascading = sanity.model_randomisation(trained, dataset, mode="cascading", seed=0)
+    assert [s["randomised"] for s in cascading["steps"]][-1] == "... embeddings"
+    assert -1 <= cascading["unrelated_images"] <= 1
+    with pytest.raises(ValueError, match="mode must be"):
+        sanity.model_randomisation(trained, dataset, mode="sideways")
+
+
+def test_faithfulness_curves_start_at_the_intact_image(trained, dataset):
+    explained = sanity.explanation_maps(trained, Subset(dataset, range(40)), ig_steps=2)
+    curves = sanity.faithfulness(trained, explained)
+    intact = sanity.finding_probability(trained, explained["token_ids"])(explained["patches"])
+    for name, c in curves.items():
+        torch.testing.assert_close(c["deletion"][:, 0], intact)
+        torch.testing.assert_close(c["insertion"][:, -1], intact)
+        assert c["deletion_area"].shape == (len(intact),)
+
+
+def test_row_grounding_scores_each_row_kind(trained, dataset):
+    rows = sanity.row_grounding(trained, dataset)
+    assert set(rows) == {"read", "predict", "other", "chance"}
+    for kind in sanity.ROWS:
+        assert 0 <= rows[kind]["attention_mass"] <= 1
+
+
+def test_bootstrap_ci():
+    assert sanity.bootstrap_ci([0.5] * 5) == pytest.approx((0.5, 0.5))
+    low, high = sanity.bootstrap_ci([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert 0.1 <= low < 0.3 < high <= 0.5
+    with pytest.raises(ValueError, match="at least two"):
+        sanity.bootstrap_ci([1.0])

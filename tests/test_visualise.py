@@ -295,3 +295,36 @@ def test_findings_overview_row_generated_and_teacher_forced(trained, dataset):
     assert visualise.findings_overview_row(trained, subset, 1)["tokens"] == generated["tokens"]
     with pytest.raises(IndexError, match="between 0 and 1"):
         visualise.findings_overview_row(trained, subset, 2)
+
+
+# -- chapter 6 figures --------------------------------------------------------------------------
+def _fake_randomisation(shift):
+    steps = [{"randomised": f"unit {i}", "rank_correlation": 1.0 - 0.2 * i + shift,
+              "attention_mass": 0.9 - 0.1 * i, "pointing_game": 1.0} for i in range(4)]
+    return {"steps": steps, "trained": {"attention_mass": 0.99, "pointing_game": 1.0},
+            "unrelated_images": 0.4, "chance": 0.17}
+
+
+def test_plot_randomisation_draws_mean_and_band():
+
+    ax = visualise.plot_randomisation([_fake_randomisation(0.0), _fake_randomisation(0.1)])
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == pytest.approx([1.0, 1.05, 0.85, 0.65, 0.45])
+    assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["trained", "unit 0"]
+    plt.close("all")
+    with pytest.raises(ValueError, match="model_randomisation results"):
+        visualise.plot_randomisation([])
+
+
+def test_plot_curves_labels_each_map_with_its_area():
+
+    curve = torch.linspace(1, 0, 5).repeat(3, 1)
+    curves = {"attention": {"deletion": curve, "insertion": curve.flip(-1),
+                            "deletion_area": torch.full((3,), 0.5),
+                            "insertion_area": torch.full((3,), 0.5)}}
+    ax = visualise.plot_curves(curves, "insertion")
+    assert ax.get_legend().get_texts()[0].get_text() == "attention (area 0.50)"
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+    plt.close("all")
+    with pytest.raises(ValueError, match="kind must be"):
+        visualise.plot_curves(curves, "both")

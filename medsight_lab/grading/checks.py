@@ -1,20 +1,28 @@
-"""Exercise checks: `check(exercise_id, fn)` prints one verdict line a student can act on.
+"""Exercise checks: the cases, references and known mistakes of every exercise, and the judge.
 
-A check runs the student's function on a few cases and compares it with the package's reference
-implementation inside this module, with a tolerance, so the printed line is the same on CPU and
-GPU and never shows a number. When the answer is wrong it recomputes known mistakes on the same
-inputs (unshifted cross-entropy, unnormalised target, missing scale, ...) and names the one the
-student's output matches. `suite="hidden"` (the grader's extra tests) adds fresh random inputs,
-edge cases and properties: gradients equal the reference's, inputs are not modified in place.
+`check(exercise_id, fn)` (the chapters' check cells) runs the student's function here, on the
+visible cases, and prints one verdict line a student can act on. The grader runs the same cases
+(and the hidden ones) in a sandbox instead (grading/runner.py), gets the outputs back as data, and
+judges them with the same `judge_suite`: one judge, two ways of calling the student's function.
 
-While the student's function runs, the package's own implementations of the exercises are switched
-off (their code swapped for a stub that records the call), so `compute_loss = ml.compute_loss`
-or any alias of it cannot pass.
+The judge compares an output with the package's reference implementation on the same inputs, with
+a tolerance, so the verdict is the same on CPU and GPU and never shows a number. When the answer
+is wrong it recomputes known mistakes on the same inputs (unshifted cross-entropy, unnormalised
+target, missing scale, ...) and names the one the student's output matches. The hidden suite
+(fresh random inputs, edge cases, gradients equal the reference's) lives outside the package, in
+the instructor's `instructor/hidden_cases.py`; inputs changed in place fail every suite.
+
+While check() runs the student's function in the student's own kernel, the package's own
+implementations of the exercises are switched off (their code swapped for a stub that records the
+call), so that `compute_loss = ml.compute_loss` fails there too; in the grader's sandbox there is
+no package at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import inspect
 import io
 import itertools
@@ -26,16 +34,20 @@ import textwrap
 import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .. import baselines as _baselines
 from .. import loss as _loss
 from .. import metrics as _metrics
 from .. import model as _model
 from .. import rendered_metrics as _rendered_metrics
+from .. import sanity as _sanity
 from .policy import answer_problem
+from .runner import Opaque, projected_gradients, tensors
 
 TIME_LIMIT_S = 10          # per call of the student's function
 ATOL, RTOL = 1e-5, 1e-4
@@ -50,12 +62,16 @@ class Exercise:
 
 EXERCISES = {
     "cross_attention": Exercise("cross_attention", 2, "02_architecture"),
-    "causal_mask": Exercise("causal_attention_weights", 1, "02_architecture"),
+    "causal_attention_weights": Exercise("causal_attention_weights", 1, "02_architecture"),
     "shifted_cross_entropy": Exercise("shifted_cross_entropy", 2, "03_loss"),
     "grounding_loss": Exercise("grounding_loss", 2, "03_loss"),
     "attention_entropy": Exercise("attention_entropy", 1, "03_loss"),
     "compute_loss": Exercise("compute_loss", 3, "03_loss"),
     "pointing_game_and_mass": Exercise("pointing_game_and_mass", 2, "05_evaluation"),
+    "patch_norm_map": Exercise("patch_norm_map", 1, "06_testing_explanations"),
+    "rank_correlation": Exercise("rank_correlation", 2, "06_testing_explanations"),
+    "deletion_curve": Exercise("deletion_curve", 2, "06_testing_explanations"),
+    "gradient_times_input": Exercise("gradient_times_input", 2, "06_testing_explanations"),
     "spatial_precision": Exercise("spatial_precision", 2, "07_harder_world"),
 }
 
@@ -108,6 +124,21 @@ def _loss_inputs(seed, B=3, T=7, V=11, H=2, N=6, layers=2, padding=True, finding
     return logits, token_ids, attn, masks
 
 
+def _ce_inputs(seed, **kw):
+    """(logits, token_ids) of `_loss_inputs`."""
+    return _loss_inputs(seed, **kw)[:2]
+
+
+def _grounding_inputs(seed, **kw):
+    """(attn_weights, finding_masks) of `_loss_inputs`."""
+    return _loss_inputs(seed, **kw)[2:]
+
+
+def _entropy_inputs(seed, **kw):
+    """(attn_weights,) of `_loss_inputs`."""
+    return _loss_inputs(seed, **kw)[2:3]
+
+
 def _attention_inputs(seed, B=2, T=5, N=6, D=8):
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(B, L, D, generator=g) for L in (T, N, N))
@@ -118,82 +149,40 @@ def _scores(seed, *shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# Cases per exercise: a few visible ones, then the hidden suite
+# Visible cases per exercise (the hidden ones live in the instructor's tree: HIDDEN_CASES_FILE)
 # ---------------------------------------------------------------------------------------------
 
-def _cases_cross_attention(suite):
-    if suite == "visible":
-        return [Case("a batch of 2 with 2 heads", (*_attention_inputs(0), 2)),
-                Case("a batch of 2 with 4 heads", (*_attention_inputs(1, D=16), 4)),
-                Case("a single image (B=1)", (*_attention_inputs(2, B=1), 2))]
-    return [Case("fresh random inputs", (*_attention_inputs(10, B=3, T=7, N=16, D=12), 3),
-                 grad=True),
-            Case("fresh random inputs", (*_attention_inputs(11, D=16), 4), grad=True),
-            Case("a single head (H=1)", (*_attention_inputs(12), 1)),
-            Case("a single image (B=1) and two tokens (T=2)",
-                 (*_attention_inputs(13, B=1, T=2), 2)),
-            Case("a different number of patches (N=9)", (*_attention_inputs(14, N=9), 2))]
+def _cases_cross_attention():
+    return [Case("a batch of 2 with 2 heads", (*_attention_inputs(0), 2)),
+            Case("a batch of 2 with 4 heads", (*_attention_inputs(1, D=16), 4)),
+            Case("a single image (B=1)", (*_attention_inputs(2, B=1), 2))]
 
 
-def _cases_causal_mask(suite):
-    if suite == "visible":
-        return [Case("a 4 x 4 score matrix", (_scores(0, 4, 4),)),
-                Case("a batch of scores (B, H, T, T)", (_scores(1, 2, 3, 5, 5),)),
-                Case("a batch of scores (B, H, T, T)", (_scores(2, 1, 2, 6, 6),))]
-    return [Case("fresh random scores", (_scores(10, 3, 2, 7, 7),), grad=True),
-            Case("fresh random scores", (_scores(11, 2, 9, 9),), grad=True),
-            Case("two positions (T=2)", (_scores(12, 2, 2, 2),)),
-            Case("a single position (T=1)", (_scores(13, 2, 1, 1),)),
-            Case("scores with large values", (_scores(14, 4, 6, 6) * 20,))]
+def _cases_causal_attention_weights():
+    return [Case("a 4 x 4 score matrix", (_scores(0, 4, 4),)),
+            Case("a batch of scores (B, H, T, T)", (_scores(1, 2, 3, 5, 5),)),
+            Case("a batch of scores (B, H, T, T)", (_scores(2, 1, 2, 6, 6),))]
 
 
-def _cases_shifted_cross_entropy(suite):
-    ce = lambda seed, **kw: _loss_inputs(seed, **kw)[:2]  # noqa: E731 (logits, token_ids)
-    if suite == "visible":
-        return [Case("a batch without padding", ce(0, padding=False)),
-                Case("a batch with padding", ce(1)),
-                Case("a single report (B=1)", ce(2, B=1)),
-                Case("a batch with padding", ce(3, B=4, T=9, V=13)),
-                Case("a batch padded with pad_id=4", ce(4, pad_id=4), {"pad_id": 4})]
-    return [Case("fresh random inputs", ce(10, B=4, T=12, V=36), grad=True),
-            Case("fresh random inputs", ce(11), grad=True),
-            Case("a batch with a report that is all <pad>", ce(12, all_pad_row=True)),
-            Case("reports of two tokens (T=2)", ce(13, T=2, padding=False)),
-            Case("a batch padded with pad_id=4", ce(14, pad_id=4), {"pad_id": 4}),
-            Case("a single report with padding (B=1)", ce(15, B=1, T=6)),
-            Case("a long batch with padding", ce(16, B=2, T=20, V=36))]
+def _cases_shifted_cross_entropy():
+    return [Case("a batch without padding", _ce_inputs(0, padding=False)),
+            Case("a batch with padding", _ce_inputs(1)),
+            Case("a single report (B=1)", _ce_inputs(2, B=1)),
+            Case("a batch with padding", _ce_inputs(3, B=4, T=9, V=13)),
+            Case("a batch padded with pad_id=4", _ce_inputs(4, pad_id=4), {"pad_id": 4})]
 
 
-def _cases_grounding_loss(suite):
-    g = lambda seed, **kw: _loss_inputs(seed, **kw)[2:]  # noqa: E731 (attn_weights, finding_masks)
-    if suite == "visible":
-        return [Case("a batch with findings", g(0)),
-                Case("a batch with findings", g(1, B=4, N=9)),
-                Case("a single image with a finding (B=1)", g(2, B=1)),
-                Case("a batch in which no image has a finding", g(3, findings=False))]
-    return [Case("fresh random inputs", g(10, B=4, T=12, H=4, N=16), grad=True),
-            Case("fresh random inputs", g(11), grad=True),
-            Case("a batch in which no image has a finding", g(12, findings=False)),
-            Case("a single head (H=1)", g(13, H=1)),
-            Case("a single layer", g(14, layers=1)),
-            Case("a different number of patches (N=9)", g(15, N=9)),
-            Case("a single image with a finding (B=1)", g(16, B=1, T=4)),
-            Case("attention weights of exactly 0 and 1 on a finding row",
-                 g(17, saturated_finding_row=True))]
+def _cases_grounding_loss():
+    return [Case("a batch with findings", _grounding_inputs(0)),
+            Case("a batch with findings", _grounding_inputs(1, B=4, N=9)),
+            Case("a single image with a finding (B=1)", _grounding_inputs(2, B=1)),
+            Case("a batch in which no image has a finding", _grounding_inputs(3, findings=False))]
 
 
-def _cases_attention_entropy(suite):
-    a = lambda seed, **kw: _loss_inputs(seed, **kw)[2:3]  # noqa: E731 (attn_weights,)
-    if suite == "visible":
-        return [Case("a batch of attention maps", a(0)),
-                Case("a batch of attention maps", a(1, B=4, H=4, N=9)),
-                Case("a single image (B=1)", a(2, B=1))]
-    return [Case("fresh random inputs", a(10, B=4, T=12, H=4, N=16), grad=True),
-            Case("fresh random inputs", a(11), grad=True),
-            Case("attention rows with weights exactly 0", a(12, one_hot_row=True)),
-            Case("a single head (H=1)", a(13, H=1)),
-            Case("a single layer", a(14, layers=1)),
-            Case("two positions (T=2)", a(15, T=2))]
+def _cases_attention_entropy():
+    return [Case("a batch of attention maps", _entropy_inputs(0)),
+            Case("a batch of attention maps", _entropy_inputs(1, B=4, H=4, N=9)),
+            Case("a single image (B=1)", _entropy_inputs(2, B=1))]
 
 
 def _grounding_rows(seed, M=6, N=16, sharp=3.0, sizes=(2, 3, 4), one_hot=False):
@@ -212,16 +201,13 @@ def _grounding_rows(seed, M=6, N=16, sharp=3.0, sizes=(2, 3, 4), one_hot=False):
     return rows, lesions
 
 
-def _cases_pointing_game_and_mass(suite):
-    if suite == "visible":
-        return [Case("6 attention rows over 16 patches", _grounding_rows(0)),
-                Case("10 attention rows over 16 patches", _grounding_rows(1, M=10)),
-                Case("attention rows over 9 patches", _grounding_rows(2, N=9, sizes=(2, 3)))]
-    return [Case("fresh random rows", _grounding_rows(10, M=40)),
-            Case("a single row (M=1)", _grounding_rows(11, M=1)),
-            Case("rows with all weight on one patch", _grounding_rows(12, one_hot=True)),
-            Case("nearly uniform rows", _grounding_rows(13, sharp=0.05)),
-            Case("lesions of one patch", _grounding_rows(14, sizes=(1,)))]
+def _cases_pointing_game_and_mass():
+    # The first case is square (as many rows as patches): an argmax over the rows (dim=0) then
+    # gives a wrong value the verdict can name, where other shapes raise an IndexError. Its seed
+    # is one on which the two argmaxes disagree. (The hidden suite's first case is square too.)
+    return [Case("16 attention rows over 16 patches", _grounding_rows(3, M=16)),
+            Case("10 attention rows over 16 patches", _grounding_rows(1, M=10)),
+            Case("attention rows over 9 patches", _grounding_rows(2, N=9, sizes=(2, 3)))]
 
 
 def _sentence_rows(seed, S=4, N=16, words=(1, 2, 3), hallucinated=0, shuffle=False,
@@ -291,44 +277,139 @@ def _threshold_case():
     return rows, masks, torch.tensor([0, 0, 1, 2])
 
 
-def _cases_spatial_precision(suite):
+def _cases_spatial_precision():
+    return [Case("6 sentences of 1-3 words over 16 patches", _sentence_rows(0, S=6, distinct=True)),
+            Case("5 sentences over 16 patches", _sentence_rows(1, S=5)),
+            Case("a sentence about a finding the image does not have",
+                 _sentence_rows(2, hallucinated=1))]
+
+
+def _cases_compute_loss():
+    return [Case("a batch with padding and findings", _loss_inputs(0)),
+            Case("a batch with padding and findings", _loss_inputs(1, B=4, T=9, N=9)),
+            Case("a call with lambda_ground=0.5, lambda_entropy=0.2", _loss_inputs(2),
+                 {"lambda_ground": 0.5, "lambda_entropy": 0.2}),
+            Case("a batch in which no image has a finding", _loss_inputs(3, findings=False))]
+
+
+# -- chapter 6 (testing explanations): inputs, visible cases, and each exercise's hidden cases in
+#    a function of its own (`_hidden_cases_<id>`), so that they can move out of the package --
+
+def _explanation_patches(seed, B=3, N=6, D=5, bright=2):
+    """(B, N, D) background-like patches, `bright` of them per image several times longer."""
+    g = torch.Generator().manual_seed(seed)
+    patches = torch.randn(B, N, D, generator=g) * 0.3
+    for b in range(B):
+        idx = torch.randperm(N, generator=g)[:bright]
+        patches[b, idx] += torch.randn(len(idx), D, generator=g) * 2
+    return patches
+
+
+def _cases_patch_norm_map(suite):
     if suite == "visible":
-        return [Case("6 sentences of 1-3 words over 16 patches", _sentence_rows(0, S=6,
-                                                                                distinct=True)),
-                Case("5 sentences over 16 patches", _sentence_rows(1, S=5)),
-                Case("a sentence about a finding the image does not have",
-                     _sentence_rows(2, hallucinated=1))]
-    return _hidden_cases_spatial_precision()
+        return [Case("3 images of 6 patches", (_explanation_patches(0),)),
+                Case("2 images of 16 patches", (_explanation_patches(1, B=2, N=16, D=8),)),
+                Case("4 images with no bright patch", (_explanation_patches(2, B=4, bright=0),))]
+    return _hidden_cases_patch_norm_map()
 
 
-def _hidden_cases_spatial_precision():
-    # The grader's extra cases for chapter 7's exercise (kept apart so that they can be moved).
-    return [Case("fresh random sentences", _sentence_rows(10, S=12, distinct=True)),
-            Case("words of the sentences in mixed order", _sentence_rows(11, S=5, shuffle=True)),
-            Case("a sentence whose mean mass is exactly the threshold", _threshold_case()),
-            Case("threshold=0.8", _sentence_rows(12, S=6, threshold=0.8), {"threshold": 0.8}),
-            Case("one sentence of one word", _sentence_rows(13, S=1, words=(1,))),
-            Case("an 8 x 8 patch grid", _sentence_rows(14, S=5, N=64)),
-            Case("several hallucinated sentences", _sentence_rows(15, S=6, hallucinated=3))]
+def _hidden_cases_patch_norm_map():
+    one_hot_like = _explanation_patches(13, B=2, N=5, D=3, bright=1) * 20
+    return [Case("fresh random patches", (_explanation_patches(10, B=5, N=16, D=64),)),
+            Case("a single image (B=1)", (_explanation_patches(11, B=1),)),
+            Case("patches of one feature (D=1)", (_explanation_patches(12, D=1),)),
+            Case("one very long patch per image", (one_hot_like,))]
 
 
-def _cases_compute_loss(suite):
+def _rank_pairs(seed, B=3, N=7, relation="noisy"):
+    """(a, b), (B, N) each, without ties: b is a noisy copy of a, a monotone transform of it (the
+    same ranks, other values), its reverse, or unrelated."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(B, N, generator=g)
+    b = {"noisy": lambda: a + torch.randn(B, N, generator=g) * 0.7,
+         "monotone": lambda: (2 * a).exp(),
+         "reversed": lambda: -a ** 3,
+         "unrelated": lambda: torch.rand(B, N, generator=g)}[relation]()
+    return a, b
+
+
+def _cases_rank_correlation(suite):
     if suite == "visible":
-        return [Case("a batch with padding and findings", _loss_inputs(0)),
-                Case("a batch with padding and findings", _loss_inputs(1, B=4, T=9, N=9)),
-                Case("a call with lambda_ground=0.5, lambda_entropy=0.2", _loss_inputs(2),
-                     {"lambda_ground": 0.5, "lambda_entropy": 0.2}),
-                Case("a batch in which no image has a finding", _loss_inputs(3, findings=False))]
-    return [Case("fresh random inputs", _loss_inputs(10, B=4, T=12, V=36, H=4, N=16), grad=True),
-            Case("fresh random inputs with lambda_ground=1, lambda_entropy=0.5",
-                 _loss_inputs(11), {"lambda_ground": 1.0, "lambda_entropy": 0.5}, grad=True),
-            Case("a batch in which no image has a finding", _loss_inputs(12, findings=False)),
-            Case("a batch with a report that is all <pad>", _loss_inputs(13, all_pad_row=True)),
-            Case("a single report (B=1)", _loss_inputs(14, B=1)),
-            Case("a single head and a single layer", _loss_inputs(15, H=1, layers=1)),
-            Case("reports of two tokens (T=2)", _loss_inputs(16, T=2)),
-            Case("lambdas of zero", _loss_inputs(17), {"lambda_ground": 0.0,
-                                                       "lambda_entropy": 0.0})]
+        return [Case("3 rows of 7 values", _rank_pairs(0)),
+                Case("a monotone transform of the same rows", _rank_pairs(1, relation="monotone")),
+                Case("5 rows of 16 values", _rank_pairs(2, B=5, N=16))]
+    return _hidden_cases_rank_correlation()
+
+
+def _hidden_cases_rank_correlation():
+    return [Case("fresh random rows", _rank_pairs(10, B=8, N=16)),
+            Case("rows in reverse order", _rank_pairs(11, relation="reversed")),
+            Case("unrelated rows", _rank_pairs(12, B=6, relation="unrelated")),
+            Case("a single row (B=1)", _rank_pairs(13, B=1)),
+            Case("rows of two values (N=2)", _rank_pairs(14, B=4, N=2))]
+
+
+def _patch_score(seed, N, D):
+    """A fixed score function (B, N, D) -> (B,) in which every patch counts differently, so the
+    order of deletion shows in the curve."""
+    g = torch.Generator().manual_seed(seed)
+    w, scale = torch.randn(D, generator=g), torch.rand(N, generator=g) + 0.5
+
+    def score(patches):
+        return (torch.tanh(patches @ w) * scale).sum(-1) + patches.pow(2).mean((-2, -1))
+    return score
+
+
+def _deletion_inputs(seed, B=3, N=6, D=4):
+    g = torch.Generator().manual_seed(seed + 100)
+    patches = _explanation_patches(seed, B, N, D)
+    return (_patch_score(seed, N, D), patches, torch.rand(B, N, generator=g),
+            torch.randn(B, N, D, generator=g) * 0.3)
+
+
+def _cases_deletion_curve(suite):
+    if suite == "visible":
+        return [Case("3 images of 6 patches", _deletion_inputs(0)),
+                Case("2 images of 16 patches", _deletion_inputs(1, B=2, N=16, D=8)),
+                Case("4 images of 5 patches", _deletion_inputs(2, B=4, N=5))]
+    return _hidden_cases_deletion_curve()
+
+
+def _hidden_cases_deletion_curve():
+    score, patches, ranking, background = _deletion_inputs(13, B=3, N=7)
+    return [Case("fresh random inputs", _deletion_inputs(10, B=5, N=16, D=8)),
+            Case("a single image (B=1)", _deletion_inputs(11, B=1)),
+            Case("images of two patches (N=2)", _deletion_inputs(12, B=3, N=2)),
+            Case("a ranking on another scale (negative values)",
+                 (score, patches, ranking * 50 - 100, background))]
+
+
+def _gradient_inputs(seed, B=3, N=6, D=4, reads=None):
+    """(score_fn, patches): a smooth nonlinear score of each image; `reads` limits it to the
+    first patches (the others get a zero gradient)."""
+    g = torch.Generator().manual_seed(seed + 200)
+    W, v = torch.randn(D, 3, generator=g), torch.randn(3, generator=g)
+    keep = N if reads is None else reads
+
+    def score(patches):
+        read = patches[:, :keep]
+        return (torch.tanh(read @ W) @ v).sum(-1) + read.pow(2).sum((-2, -1)) / 10
+    return score, _explanation_patches(seed, B, N, D)
+
+
+def _cases_gradient_times_input(suite):
+    if suite == "visible":
+        return [Case("3 images of 6 patches", _gradient_inputs(0)),
+                Case("2 images of 16 patches", _gradient_inputs(1, B=2, N=16, D=8)),
+                Case("a score that reads only the first 3 patches", _gradient_inputs(2, reads=3))]
+    return _hidden_cases_gradient_times_input()
+
+
+def _hidden_cases_gradient_times_input():
+    return [Case("fresh random inputs", _gradient_inputs(10, B=5, N=16, D=8)),
+            Case("a single image (B=1)", _gradient_inputs(11, B=1)),
+            Case("patches of one feature (D=1)", _gradient_inputs(12, D=1)),
+            Case("a score that reads only the first patch", _gradient_inputs(13, reads=1))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,15 +472,18 @@ def _tril(scores, diagonal=0):
     return torch.ones(T, T, dtype=torch.bool).tril(diagonal)
 
 
+# A large negative fill (-1e9) is as right as -inf, but where a mistake masks a whole row it gives
+# that row uniform weights instead of NaN: each such mistake is recognised with either fill.
+_FILLS = (float("-inf"), -1e9)
 _CAUSAL_MISTAKES = [
     ("no mask is applied: row t also attends to the keys after t",
      lambda s: s.softmax(-1)),
     ("your mask is inverted, so row t attends to the future: it may only see keys 0..t",
      lambda s: _masked(s, _tril(s).T)),
-    ("your mask is inverted, so row t attends to the future: it may only see keys 0..t",
-     lambda s: _masked(s, ~_tril(s))),
-    ("the diagonal is masked: position t may attend to itself (keys j <= t)",
-     lambda s: _masked(s, _tril(s, -1))),
+    *[("your mask is inverted, so row t attends to the future: it may only see keys 0..t",
+       lambda s, fill=fill: _masked(s, ~_tril(s), fill)) for fill in _FILLS],
+    *[("the diagonal is masked: position t may attend to itself (keys j <= t)",
+       lambda s, fill=fill: _masked(s, _tril(s, -1), fill)) for fill in _FILLS],
     ("you mask after the softmax, so rows no longer sum to 1: fill the forbidden scores with "
      "-inf before the softmax", lambda s: s.softmax(-1) * _tril(s)),
     ("the forbidden scores are set to 0, which still gets weight: set them to -inf "
@@ -521,9 +605,11 @@ _ENTROPY_ROW_MISTAKES = [
 ]
 
 
-def _pointing(rows, lesions, pick=torch.argmax):
-    """The pointing game written out (the package's own is switched off while a check runs)."""
-    return lesions.gather(1, pick(rows, -1, keepdim=True)).mean()
+def _pointing(rows, lesions, pick=torch.argmax, dim=-1):
+    """The pointing game written out (the package's own is switched off while a check runs);
+    dim=0 is the mistake of taking the argmax over the rows."""
+    index = pick(rows, dim, keepdim=True)
+    return lesions.gather(1, index if dim == -1 else index.T).mean()
 
 
 def _mass(rows, lesions):
@@ -533,9 +619,13 @@ def _mass(rows, lesions):
 _POINTING_MISTAKES = [
     ("returned (attention mass, pointing game): return (pointing game, attention mass)",
      lambda r, l: (_mass(r, l), _pointing(r, l))),
-    ("the attention mass is the mean weight per lesion patch: it is the *sum* of a row's weights "
-     "inside the lesion (how much of its one unit of attention lands there), averaged over rows",
+    ("you divide each row's weight inside the lesion by the lesion's size: the attention mass is "
+     "the total weight the row puts on the lesion's patches, not divided by anything (a number "
+     "between 0 and 1), then averaged over the rows",
      lambda r, l: (_pointing(r, l), ((r * l).sum(-1) / l.sum(-1)).mean())),
+    ("you average the weights inside the lesion over all the patches: the attention mass is the "
+     "total weight each row puts on the lesion's patches (sum over the patches), then averaged "
+     "over the rows", lambda r, l: (_pointing(r, l), (r * l).mean())),
     ("the attention mass sums the whole row (always 1): multiply by the lesion mask first",
      lambda r, l: (_pointing(r, l), r.sum(-1).mean())),
     ("the pointing game averages the largest weights: it is the fraction of rows whose "
@@ -543,6 +633,126 @@ _POINTING_MISTAKES = [
      lambda r, l: (r.max(-1).values.mean(), _mass(r, l))),
     ("the pointing game uses the least-attended patch (argmin): it asks about the most-attended "
      "one", lambda r, l: (_pointing(r, l, torch.argmin), _mass(r, l))),
+    ("the pointing game takes the argmax over the rows (dim=0): each row's most-attended patch "
+     "is the argmax over its patches, the last axis (dim=-1)",
+     lambda r, l: (_pointing(r, l, dim=0), _mass(r, l))),
+]
+
+
+# -- chapter 6 mistakes, written out (the package's own functions are switched off meanwhile) --
+def _softmax_norms(p, dim=-1):
+    return p.norm(dim=-1).softmax(dim)
+
+
+_PATCH_NORM_MISTAKES = [
+    ("the softmax runs over the images (axis 0): each image's weights must sum to 1 over its "
+     "patches (the last axis of the norms)", lambda p: _softmax_norms(p, 0)),
+    ("you return the raw norms: turn them into a distribution over the patches with a softmax",
+     lambda p: p.norm(dim=-1)),
+    ("you divide the norms by their sum: the exercise asks for their softmax",
+     lambda p: p.norm(dim=-1) / p.norm(dim=-1).sum(-1, keepdim=True)),
+    ("you take the softmax of the squared norms: use the norm itself (the square root of the sum "
+     "of squares)", lambda p: p.pow(2).sum(-1).softmax(-1)),
+    ("you take the softmax of the sum of the features: a patch's length is its L2 norm "
+     "(negative features count too)", lambda p: p.sum(-1).softmax(-1)),
+    ("you put all the weight on the longest patch: the exercise asks for the softmax of the "
+     "norms, which keeps some weight on every patch",
+     lambda p: F.one_hot(p.norm(dim=-1).argmax(-1), p.shape[1]).float()),
+]
+
+
+def _ranks(x):
+    return x.argsort(-1).argsort(-1).to(x.dtype)
+
+
+def _pearson(a, b, dim=-1):
+    a, b = a - a.mean(dim, keepdim=True), b - b.mean(dim, keepdim=True)
+    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim))
+
+
+_RANK_MISTAKES = [
+    ("this is Pearson's correlation of the values: Spearman's correlates their *ranks* (replace "
+     "each value by its position in the sorted row first)", lambda a, b: _pearson(a, b)),
+    ("your 'ranks' are argsort's output, the order of the patches: the rank of each value is the "
+     "argsort of that argsort", lambda a, b: _pearson(a.argsort(-1).to(a.dtype),
+                                                      b.argsort(-1).to(b.dtype))),
+    ("the ranks are not centred: subtract each row's mean rank before multiplying (a cosine "
+     "similarity of raw ranks is not a correlation)",
+     lambda a, b: (_ranks(a) * _ranks(b)).sum(-1) / (_ranks(a).norm(dim=-1) *
+                                                       _ranks(b).norm(dim=-1))),
+    ("one map is ranked in ascending order and the other in descending order: rank both the "
+     "same way", lambda a, b: _pearson(_ranks(a), _ranks(-b))),
+    # (Correlating the flattened ranks of all rows at once gives the same number, since every row
+    # has the same ranks 0..N-1: this message covers both.)
+    ("you return the mean over the rows: return one correlation per row, shape (B,)",
+     lambda a, b: _pearson(_ranks(a), _ranks(b)).mean()),
+]
+
+
+def _delete(score, patches, ranking, background, ks, descending=True, cumulative=True,
+            fill=None):
+    order = ranking.argsort(dim=-1, descending=descending, stable=True)
+    rank = order.argsort(-1)
+    fill = background if fill is None else fill
+
+    def deleted(k):
+        return (rank < k) if cumulative else (rank == k - 1)
+    return torch.stack([score(torch.where(deleted(k)[..., None], fill, patches)) for k in ks], -1)
+
+
+_DELETION_MISTAKES = [
+    ("you delete the lowest-ranked patches first: delete the highest-ranked first (sort the "
+     "ranking in descending order)",
+     lambda s, p, r, bg: _delete(s, p, r, bg, range(p.shape[1] + 1), descending=False)),
+    ("your curve starts at k = 1: it must start with the intact image (k = 0, nothing deleted) "
+     "and end with every patch deleted (k = N), N + 1 points",
+     lambda s, p, r, bg: _delete(s, p, r, bg, range(1, p.shape[1] + 1))),
+    ("your curve stops at k = N - 1: it must end with every patch deleted (k = N), N + 1 points",
+     lambda s, p, r, bg: _delete(s, p, r, bg, range(p.shape[1]))),
+    ("point k deletes only the k-th patch: deletions accumulate (point k has the k "
+     "highest-ranked patches deleted)",
+     lambda s, p, r, bg: _delete(s, p, r, bg, range(p.shape[1] + 1), cumulative=False)),
+    ("you insert patches into the background: a deletion curve starts from the intact image and "
+     "replaces its patches by the background", lambda s, p, r, bg: _delete(
+         s, bg, r, p, range(p.shape[1] + 1))),
+    ("you replace the deleted patches by zeros: replace them by the background patches given",
+     lambda s, p, r, bg: _delete(s, p, r, bg, range(p.shape[1] + 1),
+                                 fill=torch.zeros_like(p))),
+    ("the curve is transposed: return (B, N + 1), one row per image",
+     lambda s, p, r, bg: _delete(s, p, r, bg, range(p.shape[1] + 1)).T),
+]
+
+
+def _grad(score, patches, reduce="sum"):
+    x = patches.detach().clone().requires_grad_(True)
+    out = score(x)
+    (grad,) = torch.autograd.grad(out.sum() if reduce == "sum" else out.mean(), x)
+    return grad, x.detach()
+
+
+def _gxi(score, patches, how):
+    grad, x = _grad(score, patches, "mean" if how == "mean" else "sum")
+    return {"no input": lambda: grad.sum(-1), "abs": lambda: (grad * x).sum(-1).abs(),
+            "abs each": lambda: (grad * x).abs().sum(-1), "norm": lambda: grad.norm(dim=-1),
+            "mean": lambda: (grad * x).sum(-1), "features": lambda: grad * x,
+            "mean features": lambda: (grad * x).mean(-1)}[how]()
+
+
+_GRADIENT_MISTAKES = [
+    ("you return the gradient alone: multiply it by the input (the patches), feature by feature, "
+     "then sum each patch's features", lambda s, p: _gxi(s, p, "no input")),
+    ("you take the absolute value: keep the sign (a negative value means the patch lowers the "
+     "score)", lambda s, p: _gxi(s, p, "abs")),
+    ("you sum the absolute values of the features' products: keep their signs and sum them",
+     lambda s, p: _gxi(s, p, "abs each")),
+    ("you return the norm of the gradient: multiply the gradient by the input and sum each "
+     "patch's features", lambda s, p: _gxi(s, p, "norm")),
+    ("you differentiate the mean of the scores over the images, which divides every image's "
+     "gradient by B: differentiate their sum", lambda s, p: _gxi(s, p, "mean")),
+    ("you return one value per feature: sum the products over each patch's features, shape "
+     "(B, N)", lambda s, p: _gxi(s, p, "features")),
+    ("you average over the features: sum the products over each patch's features",
+     lambda s, p: _gxi(s, p, "mean features")),
 ]
 
 
@@ -646,7 +856,7 @@ def _diagnose_compute_loss(out, expected, args, kwargs):
 @dataclass(frozen=True)
 class _Spec:
     reference: Callable
-    cases: Callable[[str], list]
+    cases: Callable[[], list]   # the visible cases
     outputs: tuple          # names of the returned values
     shapes: tuple           # how each returned shape is spelt in a message
     inputs: tuple           # the arguments' names, for messages
@@ -663,8 +873,8 @@ _SPECS = {
         lambda q, k, v, h: _model.multi_head_attention(q, k, v, h), _cases_cross_attention,
         ("context", "weights"), ("(B, T, D)", "(B, H, T, N)"),
         ("query", "key", "value", "num_heads"), (0, 1, 2), _mistakes(_CROSS_ATTENTION_MISTAKES)),
-    "causal_mask": _Spec(
-        _reference_causal, _cases_causal_mask, ("weights",), ("the shape of scores",),
+    "causal_attention_weights": _Spec(
+        _reference_causal, _cases_causal_attention_weights, ("weights",), ("the shape of scores",),
         ("scores",), (0,), _mistakes(_CAUSAL_MISTAKES)),
     "shifted_cross_entropy": _Spec(
         lambda lo, t, pad_id=0: _loss.shifted_cross_entropy(lo, t, pad_id),
@@ -686,6 +896,19 @@ _SPECS = {
         lambda r, l: _metrics.pointing_game_and_mass(r, l), _cases_pointing_game_and_mass,
         ("pointing game", "attention mass"), ("a scalar", "a scalar"), ("rows", "lesions"), (),
         _mistakes(_POINTING_MISTAKES)),
+    "patch_norm_map": _Spec(
+        lambda p: _baselines.patch_norm_map(p), _cases_patch_norm_map, ("map",), ("(B, N)",),
+        ("patches",), (), _mistakes(_PATCH_NORM_MISTAKES)),
+    "rank_correlation": _Spec(
+        lambda a, b: _sanity.rank_correlation(a, b), _cases_rank_correlation,
+        ("correlation",), ("(B,)",), ("a", "b"), (), _mistakes(_RANK_MISTAKES)),
+    "deletion_curve": _Spec(
+        lambda s, p, r, bg: _sanity.deletion_curve(s, p, r, bg), _cases_deletion_curve,
+        ("curve",), ("(B, N + 1)",), ("score_fn", "patches", "ranking", "background"), (),
+        _mistakes(_DELETION_MISTAKES)),
+    "gradient_times_input": _Spec(
+        lambda s, p: _sanity.gradient_times_input(s, p), _cases_gradient_times_input,
+        ("map",), ("(B, N)",), ("score_fn", "patches"), (), _mistakes(_GRADIENT_MISTAKES)),
     "spatial_precision": _Spec(
         lambda r, m, s, threshold=0.5: _rendered_metrics.spatial_precision(r, m, s, threshold),
         _cases_spatial_precision, ("spatial precision",), ("a scalar",),
@@ -694,9 +917,102 @@ _SPECS = {
 assert _SPECS.keys() == EXERCISES.keys()
 
 
+
+
 # ---------------------------------------------------------------------------------------------
-# Running the student's function safely
+# Cases: the visible ones here, the hidden ones in the instructor's tree
 # ---------------------------------------------------------------------------------------------
+
+# Beside the package in the instructor's checkout (the package is installed from it in editable
+# mode); absent from the student edition and from the grading sandbox.
+HIDDEN_CASES_FILE = Path(__file__).resolve().parents[2] / "instructor" / "hidden_cases.py"
+HIDDEN_CASES_ENV = "MEDSIGHT_HIDDEN_CASES"      # another location, e.g. for a grading server
+
+
+class HiddenCasesMissing(LookupError):
+    """The hidden cases are not on this machine (e.g. in the student edition)."""
+
+
+def hidden_cases_file():
+    return Path(os.environ.get(HIDDEN_CASES_ENV) or HIDDEN_CASES_FILE)
+
+
+def hidden_cases(exercise_id):
+    """The exercise's hidden cases, read from the instructor's `hidden_cases.py`."""
+    path = hidden_cases_file()
+    if not path.is_file():
+        raise HiddenCasesMissing(f"the hidden cases are not on this machine ({path} is missing): "
+                                 "they exist only in the instructor's copy of the course")
+    module = _load_hidden_module(str(path), path.stat().st_mtime_ns)
+    if exercise_id not in module.HIDDEN:
+        raise HiddenCasesMissing(f"{path} has no hidden cases for {exercise_id}")
+    return module.HIDDEN[exercise_id]()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_hidden_module(path, mtime):
+    spec = importlib.util.spec_from_file_location("medsight_hidden_cases", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cases(exercise_id, suite):
+    """The cases of one suite ("visible" or "hidden") of an exercise."""
+    return _SPECS[exercise_id].cases() if suite == "visible" else hidden_cases(exercise_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# What one call of the student's function gave: in this process (check) or from the sandbox
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """One call of the student's function on one case, as data. `problem` (in words) when the
+    call did not return; else the output, the arguments as they are after the call, and, for a
+    gradient case, the gradients of `projection(expected)` w.r.t. the `spec.grad_args` tensors
+    (None where no gradient flowed)."""
+    problem: str | None = None
+    out: object = None
+    args_after: tuple = ()
+    grads: list | None = None
+
+
+def projection(expected):
+    """The fixed random weights, one per output, whose weighted sum's gradient is compared."""
+    g = torch.Generator().manual_seed(1234)
+    outs = expected if isinstance(expected, (tuple, list)) else (expected,)
+    return [torch.randn(o.numel(), generator=g) for o in outs]
+
+
+def grad_inputs(spec, args):
+    """The tensors whose gradients are compared: the float tensors of the `grad_args`."""
+    return [t for i in spec.grad_args for t in tensors(args[i]) if t.is_floating_point()]
+
+
+def timeout_problem(seconds, label):
+    return f"did not finish within {seconds:g} s on {label}: an infinite loop?"
+
+
+def raised_problem(kind, message, label):
+    return f"your function raised {kind} on {label}: {message}"
+
+
+NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with your code"
+
+
+def _not_implemented(err, fn):
+    """The stub message, or which other exercise's stub the answer called."""
+    stub = re.fullmatch(r"(\w+): your code here", str(err))
+    other = next((e for i, e in EXERCISES.items() if stub and stub.group(1) in (i, e.function)),
+                 None)
+    if other is not None and other.function != getattr(fn, "__name__", None):
+        return (f"your function calls {other.function}, which is not implemented yet: "
+                "do that exercise first")
+    return NOT_IMPLEMENTED
+
+
+# -- in this process: the student's own check() ------------------------------------------------
 
 class ReferenceCalled(Exception):
     """Raised by the package's exercise functions while a student's answer is being checked."""
@@ -706,10 +1022,14 @@ class _TimeUp(BaseException):
     """A BaseException, so that a student's `except Exception` cannot swallow it."""
 
 
+# The package's implementations of the exercises: switched off while check() runs an answer in
+# the student's own kernel. (The grader needs no such thing: its sandbox has no package.)
 _GUARDED = [(_model, "multi_head_attention"), (_model, "causal_mask"),
             (_loss, "shifted_cross_entropy"), (_loss, "grounding_loss"),
             (_loss, "attention_entropy"), (_loss, "compute_loss"),
-            (_metrics, "pointing_game_and_mass"), (_rendered_metrics, "spatial_precision")]
+            (_metrics, "pointing_game_and_mass"), (_baselines, "patch_norm_map"),
+            (_sanity, "rank_correlation"), (_sanity, "deletion_curve"),
+            (_sanity, "gradient_times_input"), (_rendered_metrics, "spatial_precision")]
 _called_references: list = []
 
 
@@ -758,6 +1078,41 @@ def _time_limit(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
+@torch.enable_grad()   # whatever the notebook did to autograd, the gradient checks must see it
+def call_in_process(spec, fn, case):
+    """Run the student's function on `case` here, printing silenced and the package's exercise
+    functions switched off; the `Outcome`."""
+    args = _clone(case.args)
+    inputs = grad_inputs(spec, args) if case.grad else []
+    for t in inputs:
+        t.requires_grad_()
+    del _called_references[:]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings(), _references_switched_off(), _time_limit(TIME_LIMIT_S):
+            warnings.simplefilter("ignore")
+            out = fn(*args, **case.kwargs)
+    except _TimeUp:
+        return Outcome(timeout_problem(TIME_LIMIT_S, case.label))
+    except (Exception, SystemExit) as err:  # the student's error is the verdict, never a crash
+        if not _called_references:
+            if isinstance(err, NotImplementedError):
+                return Outcome(_not_implemented(err, fn))
+            return Outcome(raised_problem(type(err).__name__, _first_line(err), case.label))
+    if _called_references:
+        return Outcome(f"your answer calls medsight_lab's own {_called_references[0]} — write it "
+                       "yourself")
+    grads = None
+    if case.grad:
+        expected = spec.reference(*_clone(case.args), **case.kwargs)
+        grads = projected_gradients(out, inputs, projection(expected))
+    return Outcome(None, out, args, grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging one outcome: the same code for check() and for the grader
+# ---------------------------------------------------------------------------------------------
+
 def _clone(x, requires_grad=False):
     if isinstance(x, torch.Tensor):
         x = x.detach().clone()
@@ -765,14 +1120,6 @@ def _clone(x, requires_grad=False):
     if isinstance(x, (list, tuple)):
         return type(x)(_clone(item, requires_grad) for item in x)
     return x
-
-
-def _tensors(x):
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, (list, tuple)):
-        return [t for item in x for t in _tensors(item)]
-    return []
 
 
 def _matches(out, expected, reference=None):
@@ -803,56 +1150,14 @@ def _describe(x):
         return f"a tensor of shape {tuple(x.shape)}"
     if isinstance(x, (tuple, list)):
         return f"a {type(x).__name__} of {len(x)}"
-    name = type(x).__name__
-    return "None" if x is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    name = x.type_name if isinstance(x, Opaque) else type(x).__name__
+    return "None" if x is None else f"{'an' if name[:1] in tuple('aeiou') else 'a'} {name}"
 
 
 def _first_line(err):
     text = str(err).strip().splitlines()
     return (text[0][:200] if text else "").strip()
 
-
-NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with your code"
-
-
-def _not_implemented(err, fn):
-    """The stub message, or which other exercise's stub the answer called."""
-    stub = re.fullmatch(r"(\w+): your code here", str(err))
-    other = EXERCISES.get(stub.group(1)) if stub else None
-    if other is not None and other.function != getattr(fn, "__name__", None):
-        return (f"your function calls {other.function}, which is not implemented yet: "
-                "do that exercise first")
-    return NOT_IMPLEMENTED
-
-
-def _call(fn, args, kwargs, label):
-    """Run the student's function with its printing silenced and the references switched off.
-    Returns (output, problem); problem is None or a short message."""
-    del _called_references[:]
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings(), _references_switched_off(), _time_limit(TIME_LIMIT_S):
-            warnings.simplefilter("ignore")
-            out = fn(*args, **kwargs)
-    except _TimeUp:
-        return None, f"did not finish within {TIME_LIMIT_S} s on {label}: an infinite loop?"
-    except (Exception, SystemExit) as err:  # the student's error is the verdict, never a crash
-        if _called_references:
-            out = None
-        elif isinstance(err, NotImplementedError):
-            return None, _not_implemented(err, fn)
-        else:
-            return None, (f"your function raised {type(err).__name__} on {label}: "
-                          f"{_first_line(err)}")
-    if _called_references:
-        return None, (f"your answer calls medsight_lab's own {_called_references[0]} — write it "
-                      "yourself")
-    return out, None
-
-
-# ---------------------------------------------------------------------------------------------
-# Judging one case
-# ---------------------------------------------------------------------------------------------
 
 def _structure_problem(out, spec):
     """Wrong type or number of returned values, in words."""
@@ -895,7 +1200,7 @@ def _value_problem(spec, out, expected, case):
     problem = _shape_problem(out, expected, spec)
     if problem:
         return f"{problem} (on {case.label})"
-    if not all(torch.isfinite(t).all() for t in _tensors(out)):
+    if not all(torch.isfinite(t).all() for t in tensors(out)):
         return f"returned NaN or inf on {case.label}: a log of 0 or a division by 0?"
     if len(spec.outputs) > 1:
         wrong = next(n for n, o, e in zip(spec.outputs, out, expected) if not _matches(o, e))
@@ -903,24 +1208,17 @@ def _value_problem(spec, out, expected, case):
     return f"wrong value on {case.label}"
 
 
-def _gradients(out, inputs):
-    """Gradients of a fixed random projection of every output w.r.t. `inputs` (None if the
-    outputs are cut off from the inputs)."""
-    g = torch.Generator().manual_seed(1234)
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    objective = sum((o.reshape(-1).float() * torch.randn(o.numel(), generator=g)).sum()
-                    for o in outs)
-    if not objective.requires_grad:
-        return [None] * len(inputs)
-    return torch.autograd.grad(objective, inputs, allow_unused=True)
-
-
-def _gradient_problem(spec, out, args, case):
-    ref_args = _clone(case.args, requires_grad=True)
+def _gradient_problem(spec, grads, case):
+    """Compare the student's gradients (of the projection) with the reference's."""
+    ref_args = _clone(case.args)
+    inputs = grad_inputs(spec, ref_args)
+    for t in inputs:
+        t.requires_grad_()
     expected = spec.reference(*ref_args, **case.kwargs)
-    grads = _gradients(out, [t for i in spec.grad_args for t in _tensors(args[i])])
-    wanted = _gradients(expected, [t for i in spec.grad_args for t in _tensors(ref_args[i])])
-    names = [spec.inputs[i] for i in spec.grad_args for _ in _tensors(args[i])]
+    wanted = projected_gradients(expected, inputs, projection(expected))
+    names = [spec.inputs[i] for i in spec.grad_args for t in tensors(case.args[i])
+             if t.is_floating_point()]
+    grads = list(grads or []) + [None] * (len(wanted) - len(grads or []))
     for name, grad, want in zip(names, grads, wanted):
         if want is None:                     # e.g. a layer the loss does not read
             continue
@@ -938,24 +1236,47 @@ def _gradient_problem(spec, out, args, case):
     return None
 
 
-@torch.enable_grad()   # whatever the notebook did to autograd, the gradient checks must see it
-def _judge(spec, fn, case):
-    """None if `fn` is right on `case`, else the problem in words."""
-    expected = spec.reference(*_clone(case.args), **case.kwargs)
-    args = _clone(case.args, requires_grad=case.grad)
-    out, problem = _call(fn, args, case.kwargs, case.label)
-    if problem:
-        return problem
+@torch.enable_grad()   # the reference's gradients, whatever the notebook did to autograd
+def judge(spec, case, outcome):
+    """None if `outcome` is right on `case`, else the problem in words."""
+    if outcome.problem:
+        return outcome.problem
+    out = outcome.out
     problem = _structure_problem(out, spec)
     if problem:
         return problem
+    expected = spec.reference(*_clone(case.args), **case.kwargs)
     if not _matches(out, expected):
         return _value_problem(spec, out, expected, case)
-    for name, given, original in zip(spec.inputs, args, case.args):
-        if not all(torch.equal(a, b) for a, b in zip(_tensors(given), _tensors(original))):
+    after = outcome.args_after
+    for name, given, original in zip(spec.inputs, after, case.args):
+        given, original = tensors(given), tensors(original)
+        if len(given) != len(original) or not all(
+                isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+                and torch.equal(a, b) for a, b in zip(given, original)):
             return (f"your function changes its input ({name}) in place: use out-of-place "
                     "operations (masked_fill, not masked_fill_; x = x + y, not x += y)")
-    return _gradient_problem(spec, out, args, case) if case.grad else None
+    return _gradient_problem(spec, outcome.grads, case) if case.grad else None
+
+
+def suite_title(exercise_id, suite):
+    return exercise_id + (" (hidden tests)" if suite == "hidden" else "")
+
+
+def judge_suite(exercise_id, suite, suite_cases, outcome_of):
+    """The verdict on one suite: the first case whose outcome (`outcome_of(case)`, asked for
+    lazily, in order) is wrong, or a pass."""
+    spec, title = _SPECS[exercise_id], suite_title(exercise_id, suite)
+    for case in suite_cases:
+        try:
+            problem = judge(spec, case, outcome_of(case))
+        except (Exception, SystemExit) as err:  # e.g. a returned object that breaks torch
+            problem = f"your result could not be checked ({type(err).__name__}: " \
+                      f"{_first_line(err)}) (on {case.label})"
+        if problem:
+            end = "" if problem.endswith(("?", ".")) else "."
+            return CheckResult(False, f"✘ {title}: {problem}{end}")
+    return CheckResult(True, f"✔ {title}: correct on {len(suite_cases)} cases.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -970,40 +1291,43 @@ def run_check(exercise_id, fn, suite="visible") -> CheckResult:
     if suite not in ("visible", "hidden"):
         return CheckResult(False, f"✘ {exercise_id}: unknown suite {suite!r} "
                                   "(visible or hidden)")
-    title = exercise_id + (" (hidden tests)" if suite == "hidden" else "")
+    title = suite_title(exercise_id, suite)
     if not callable(fn):
         return CheckResult(False, f"✘ {title}: expected a function, got {_describe(fn)} — did "
                                   "you run the cell that defines it?")
+    try:
+        suite_cases = cases(exercise_id, suite)
+    except HiddenCasesMissing as err:
+        return CheckResult(False, f"✘ {title}: {err}")
     spec = _SPECS[exercise_id]
-    cases = spec.cases(suite)
-    for case in cases:
-        try:
-            problem = _judge(spec, fn, case)
-        except (Exception, SystemExit) as err:  # e.g. a returned object that breaks torch
-            problem = f"your result could not be checked ({type(err).__name__}: " \
-                      f"{_first_line(err)}) (on {case.label})"
-        if problem:
-            end = "" if problem.endswith(("?", ".")) else "."
-            return CheckResult(False, f"✘ {title}: {problem}{end}")
-    return CheckResult(True, f"✔ {title}: correct on {len(cases)} cases.")
+    return judge_suite(exercise_id, suite, suite_cases,
+                       lambda case: call_in_process(spec, fn, case))
 
 
 RAISE_ENV = "MEDSIGHT_CHECKS_RAISE"
+NBGRADER_ENV = "NBGRADER_EXECUTION"      # set by nbgrader in the kernels of validate and autograde
+RAISE_ENVS = (RAISE_ENV, NBGRADER_ENV)   # what a grader that reads verdict lines must unset
+
+
+def _raises_on_failure():
+    """nbgrader scores a grade cell by whether it raises, not by what it prints: a failed check
+    raises when nbgrader runs the notebook, or when MEDSIGHT_CHECKS_RAISE=1 asks for it."""
+    return os.environ.get(RAISE_ENV) == "1" or bool(os.environ.get(NBGRADER_ENV))
 
 
 def check(exercise_id, fn, suite="visible"):
     """Print the verdict line for `fn` on exercise `exercise_id`. Returns None, so that a
-    notebook cell shows only the printed line. With the environment variable
-    MEDSIGHT_CHECKS_RAISE=1, a failed check also raises AssertionError: nbgrader's autograder
-    scores a grade cell by whether it raises, not by what it prints."""
+    notebook cell shows only the printed line. Under nbgrader (its NBGRADER_EXECUTION variable)
+    or with MEDSIGHT_CHECKS_RAISE=1, a failed check also raises AssertionError: nbgrader scores a
+    grade cell by whether it raises, not by what it prints. `suite="hidden"` works only where the
+    instructor's hidden cases are (HIDDEN_CASES_FILE)."""
     result = run_check(exercise_id, fn, suite)
     refused = _refusal(fn) if result.passed else None
     if refused:
-        title = exercise_id + (" (hidden tests)" if suite == "hidden" else "")
-        result = CheckResult(False, f"✘ {title}: right, but the grader will refuse this answer: "
-                                    f"{refused}.")
+        result = CheckResult(False, f"✘ {suite_title(exercise_id, suite)}: right, but the grader "
+                                    f"will refuse this answer: {refused}.")
     print(result.message, flush=True)
-    if not result.passed and os.environ.get(RAISE_ENV) == "1":
+    if not result.passed and _raises_on_failure():
         raise AssertionError(result.message)
 
 

@@ -13,7 +13,8 @@ import symtable
 # What an answer cell may do. An answer computes with tensors; it has no business importing the
 # package, patching other objects or reaching the process and its files. The rules are static (the
 # cell is parsed, not run) and aim at mistakes and the known shortcuts with as few false refusals
-# as possible: they are not a sandbox (see "Trust" in the grader guide).
+# as possible. They are a first filter that names a rule; what contains an answer is the grading
+# sandbox (sandbox.py; "What the sandbox protects" in the grader guide).
 ALLOWED_IMPORTS = {"__future__", "collections", "functools", "itertools", "math", "numpy",
                    "random", "sys", "torch", "typing", "warnings"}
 FORBIDDEN_NAMES = {"breakpoint", "compile", "delattr", "eval", "exec", "get_ipython", "getattr",
@@ -40,7 +41,7 @@ def _python_source(source):
 
 
 # The names the chapters bind to the package (`import medsight_lab as ml`); the grader reads the
-# actual ones from each chapter (`plugin.package_names`).
+# actual ones from each chapter (`running.package_names`).
 PACKAGE_NAMES = frozenset({"medsight_lab", "ml"})
 
 

@@ -5,9 +5,11 @@
 
 In each notebook an answer cell keeps its signature and docstring and the region between
 `### BEGIN SOLUTION` and `### END SOLUTION` becomes `raise NotImplementedError(...)`; check cells
-lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region; every output is cleared and
+lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region (the hidden cases themselves
+live in the instructor's `instructor/hidden_cases.py`, which is never copied); every output is cleared and
 only metadata that cannot hold solution text is kept. Running it twice gives identical bytes.
-Before returning, the notebooks and the HTML are searched for the solution lines.
+Before returning, the notebooks and the HTML are searched for the solution lines, and the whole
+edition (package included) for the lines of the hidden cases.
 
 The edition also carries the course package (`medsight_lab/` and `pyproject.toml`), so that
 students can install it from the edition alone. The package holds the course's implementation of
@@ -30,8 +32,9 @@ from pathlib import Path
 import nbformat
 import yaml
 
-SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
-HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+from .cells import HIDDEN_TESTS, SOLUTION, is_answer_cell
+from .checks import hidden_cases_file
+
 MARKDOWN_STUB = "*Write your answer here.*"
 # nbgrader keys that say what a cell is; anything else (e.g. a checksum of the source) is dropped.
 NBGRADER_KEYS = ("grade", "grade_id", "locked", "points", "schema_version", "solution", "task")
@@ -139,7 +142,7 @@ def secret_lines(nb):
         lines = cell.source.splitlines()
         regions = [r for markers in (SOLUTION, HIDDEN_TESTS)
                    for r in _regions(cell.source, markers, f"cell {cell.get('id')}")]
-        if _is_solution(cell) and not regions:
+        if is_answer_cell(cell) and not regions:
             regions = [(-1, len(lines))]
         for begin, end in regions:
             secrets += [line.strip() for line in lines[begin + 1:end]]
@@ -147,9 +150,13 @@ def secret_lines(nb):
                    and not MARKUP_LINE.match(s)})
 
 
-def _is_solution(cell):
-    return bool(cell.metadata.get("nbgrader", {}).get("solution")) or (
-        cell.cell_type == "code" and SOLUTION[0] in cell.source)
+def hidden_case_lines(path):
+    """The lines of the instructor's hidden-cases file that define a case (`Case(...`): none of
+    them may reach the student edition, package included."""
+    if not Path(path).is_file():
+        return []
+    return sorted({line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()
+                   if "Case(" in line and len(line.strip()) >= MIN_SECRET_LENGTH})
 
 
 def student_cell(cell, where):
@@ -157,7 +164,7 @@ def student_cell(cell, where):
     cell = copy.deepcopy(cell)
     nbgrader = {k: v for k, v in cell.metadata.get("nbgrader", {}).items() if k in NBGRADER_KEYS}
     tags = list(cell.metadata.get("tags", []))
-    if _is_solution(cell):
+    if is_answer_cell(cell):
         if cell.cell_type == "code":
             cell.source = stub_source(cell.source, nbgrader.get("grade_id", cell.get("id")), where)
         else:
@@ -324,6 +331,7 @@ def release(source="notebooks", out="_build/student", build_html=True,
     if build_html:
         _build_html(project, out, repository_url)
     leaks = find_leaks(out, secrets, skip=PACKAGE_FILES)
+    leaks += find_leaks(out, hidden_case_lines(hidden_cases_file()))     # package included
     if leaks:
         raise ReleaseError("solution text in the student edition: " + "; ".join(
             f"{p.relative_to(out)}: {s!r}" for p, s in leaks[:5]))

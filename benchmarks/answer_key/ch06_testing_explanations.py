@@ -1,14 +1,16 @@
-"""Chapter 5, question 3: label randomisation on a model trained WITHOUT the grounding loss.
+"""Chapter 6, question 3 (chapter 5's question 3 before the split): label randomisation on a
+model trained WITHOUT the grounding loss.
 
-Run exactly as chapter 5 runs label randomisation (cell "Label randomisation":
+Run as chapter 6 runs label randomisation (section "Label randomisation":
 `ml.set_seed(s)`, `ml.default_model(train_set)`, `ml.train(model, sanity.shuffle_reports(train_set),
-epochs=5, ...)`, `ml.evaluate(model, val_set)`), but with `lambda_ground=0.0`, for training seeds
+epochs=..., ...)`, `ml.evaluate(model, val_set)`), but for 5 epochs (the chapter trains 3) and with
+`lambda_ground=0.0`, for training seeds
 0, 1, 2 (seed s: `ml.set_seed(s)` and `ml.train(..., seed=s)`, as benchmarks/bench_seed_spread.py
 does; the datasets and the report permutation keep their seeds: train (1600, seed=0), val
 (400, seed=1), shuffle_reports(seed=0)).
 
 Controls, same seeds:
-  - "shuffled, KL 1.0 (ch5)": the chapter's own run (grounding loss on), 5 epochs;
+  - "shuffled, KL 1.0": the chapter's run (grounding loss on), trained 5 epochs like the others;
   - "unshuffled, lambda 0, 5 ep": the true reports, no grounding loss, same 5 epochs;
   - "unshuffled, lambda 0, 15 ep": chapter 4's model without the grounding loss (15 epochs).
 
@@ -19,7 +21,7 @@ finding of the image). Also, for reference: the teacher-forced grounding of the 
 TRUE validation reports (`sanity.teacher_forced_grounding`), for every run and for the untrained
 model of each seed (`ml.set_seed(s)`, `ml.default_model(train_set)`, no training).
 
-    python benchmarks/answer_key/ch05_evaluation.py      # about 1-2 min on 1 CPU thread
+    python benchmarks/answer_key/ch06_testing_explanations.py      # about 1-2 min on 1 CPU thread
 """
 import statistics
 import time
@@ -44,7 +46,7 @@ print(f"majority baseline (chance of the report scores): finding accuracy "
 
 RUNS = {
     "shuffled, lambda_ground=0, 5 ep": (shuffled_set, 5, {"lambda_ground": 0.0}),
-    "shuffled, KL 1.0, 5 ep (ch5 run)": (shuffled_set, 5, {}),
+    "shuffled, KL 1.0, 5 ep": (shuffled_set, 5, {}),
     "unshuffled, lambda_ground=0, 5 ep": (train_set, 5, {"lambda_ground": 0.0}),
     "unshuffled, lambda_ground=0, 15 ep (ch4)": (train_set, 15, {"lambda_ground": 0.0}),
 }

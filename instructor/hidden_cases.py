@@ -1,0 +1,110 @@
+"""The hidden cases of every exercise: instructor only.
+
+This file lives outside the `medsight_lab` package, so that neither the student edition (release
+copies the package, never this folder; its leak scan searches the whole edition for these lines)
+nor the grading sandbox (which mounts no repository) holds it. Two readers load it, both trusted:
+`check(exercise_id, fn, suite="hidden")` in the instructor notebooks (also under nbgrader on the
+instructor's machine), and the grader, which computes the expected values itself.
+
+One function per exercise, `_hidden_<exercise id>()`, returning its `Case`s; `HIDDEN` maps each
+exercise id to it. Cases say what situation they test in their label (it completes "wrong value
+on ..."); `grad=True` also compares gradients with the reference's.
+"""
+
+from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _entropy_inputs,
+                                         _grounding_inputs, _grounding_rows, _loss_inputs,
+                                         _scores, _sentence_rows, _threshold_case)
+
+
+def _hidden_cross_attention():
+    return [Case("fresh random inputs", (*_attention_inputs(10, B=3, T=7, N=16, D=12), 3),
+                 grad=True),
+            Case("fresh random inputs", (*_attention_inputs(11, D=16), 4), grad=True),
+            Case("a single head (H=1)", (*_attention_inputs(12), 1)),
+            Case("a single image (B=1) and two tokens (T=2)",
+                 (*_attention_inputs(13, B=1, T=2), 2)),
+            Case("a different number of patches (N=9)", (*_attention_inputs(14, N=9), 2))]
+
+
+def _hidden_causal_attention_weights():
+    return [Case("fresh random scores", (_scores(10, 3, 2, 7, 7),), grad=True),
+            Case("fresh random scores", (_scores(11, 2, 9, 9),), grad=True),
+            Case("two positions (T=2)", (_scores(12, 2, 2, 2),)),
+            Case("a single position (T=1)", (_scores(13, 2, 1, 1),)),
+            Case("scores with large values", (_scores(14, 4, 6, 6) * 20,))]
+
+
+def _hidden_shifted_cross_entropy():
+    return [Case("fresh random inputs", _ce_inputs(10, B=4, T=12, V=36), grad=True),
+            Case("fresh random inputs", _ce_inputs(11), grad=True),
+            Case("a batch with a report that is all <pad>", _ce_inputs(12, all_pad_row=True)),
+            Case("reports of two tokens (T=2)", _ce_inputs(13, T=2, padding=False)),
+            Case("a batch padded with pad_id=4", _ce_inputs(14, pad_id=4), {"pad_id": 4}),
+            Case("a single report with padding (B=1)", _ce_inputs(15, B=1, T=6)),
+            Case("a long batch with padding", _ce_inputs(16, B=2, T=20, V=36))]
+
+
+def _hidden_grounding_loss():
+    return [Case("fresh random inputs", _grounding_inputs(10, B=4, T=12, H=4, N=16), grad=True),
+            Case("fresh random inputs", _grounding_inputs(11), grad=True),
+            Case("a batch in which no image has a finding", _grounding_inputs(12, findings=False)),
+            Case("a single head (H=1)", _grounding_inputs(13, H=1)),
+            Case("a single layer", _grounding_inputs(14, layers=1)),
+            Case("a different number of patches (N=9)", _grounding_inputs(15, N=9)),
+            Case("a single image with a finding (B=1)", _grounding_inputs(16, B=1, T=4)),
+            Case("attention weights of exactly 0 and 1 on a finding row",
+                 _grounding_inputs(17, saturated_finding_row=True))]
+
+
+def _hidden_attention_entropy():
+    return [Case("fresh random inputs", _entropy_inputs(10, B=4, T=12, H=4, N=16), grad=True),
+            Case("fresh random inputs", _entropy_inputs(11), grad=True),
+            Case("attention rows with weights exactly 0", _entropy_inputs(12, one_hot_row=True)),
+            Case("a single head (H=1)", _entropy_inputs(13, H=1)),
+            Case("a single layer", _entropy_inputs(14, layers=1)),
+            Case("two positions (T=2)", _entropy_inputs(15, T=2))]
+
+
+def _hidden_pointing_game_and_mass():
+    return [Case("fresh random rows", _grounding_rows(10, M=16)),      # square: see the visible cases
+            Case("a single row (M=1)", _grounding_rows(11, M=1)),
+            Case("rows with all weight on one patch", _grounding_rows(12, one_hot=True)),
+            Case("nearly uniform rows", _grounding_rows(13, sharp=0.05)),
+            Case("lesions of one patch", _grounding_rows(14, sizes=(1,)))]
+
+
+def _hidden_compute_loss():
+    return [Case("fresh random inputs", _loss_inputs(10, B=4, T=12, V=36, H=4, N=16), grad=True),
+            Case("fresh random inputs with lambda_ground=1, lambda_entropy=0.5",
+                 _loss_inputs(11), {"lambda_ground": 1.0, "lambda_entropy": 0.5}, grad=True),
+            Case("a batch in which no image has a finding", _loss_inputs(12, findings=False)),
+            Case("a batch with a report that is all <pad>", _loss_inputs(13, all_pad_row=True)),
+            Case("a single report (B=1)", _loss_inputs(14, B=1)),
+            Case("a single head and a single layer", _loss_inputs(15, H=1, layers=1)),
+            Case("reports of two tokens (T=2)", _loss_inputs(16, T=2)),
+            Case("lambdas of zero", _loss_inputs(17), {"lambda_ground": 0.0,
+                                                       "lambda_entropy": 0.0})]
+
+
+def _hidden_spatial_precision():
+    # Chapter 7: mixed word order, the exact threshold, another threshold, one word, an 8 x 8
+    # grid, several hallucinated sentences.
+    return [Case("fresh random sentences", _sentence_rows(10, S=12, distinct=True)),
+            Case("words of the sentences in mixed order", _sentence_rows(11, S=5, shuffle=True)),
+            Case("a sentence whose mean mass is exactly the threshold", _threshold_case()),
+            Case("threshold=0.8", _sentence_rows(12, S=6, threshold=0.8), {"threshold": 0.8}),
+            Case("one sentence of one word", _sentence_rows(13, S=1, words=(1,))),
+            Case("an 8 x 8 patch grid", _sentence_rows(14, S=5, N=64)),
+            Case("several hallucinated sentences", _sentence_rows(15, S=6, hallucinated=3))]
+
+
+HIDDEN = {
+    "cross_attention": _hidden_cross_attention,
+    "causal_attention_weights": _hidden_causal_attention_weights,
+    "shifted_cross_entropy": _hidden_shifted_cross_entropy,
+    "grounding_loss": _hidden_grounding_loss,
+    "attention_entropy": _hidden_attention_entropy,
+    "compute_loss": _hidden_compute_loss,
+    "pointing_game_and_mass": _hidden_pointing_game_and_mass,
+    "spatial_precision": _hidden_spatial_precision,
+}

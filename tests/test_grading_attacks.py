@@ -1,0 +1,478 @@
+"""A hostile class: each submission attacks the grader from its answer cells (the attacks of issue
+14, built on the student edition) while its other answers are honest; one grading run grades them
+all beside an honest submission, whose row must come out exactly right. The run passes
+--grade-no-policy, so that every attack reaches the sandbox instead of being refused by the static
+answer policy: what is tested is the sandbox, not the deny-list (the `attrgetter` route passes the
+policy anyway). Then the sandbox itself is inspected from outside: namespaces, limits, what it can
+see."""
+
+import csv
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from medsight_lab.grading import EXERCISES, sandbox
+from medsight_lab.grading.release import student_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSS = ROOT / "notebooks" / "03_loss.ipynb"
+TIMEOUT_S = 6
+MARK = "medsight-attack-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:8]
+
+pytestmark = pytest.mark.skipif(sandbox.problem() is not None,
+                                reason=f"no sandbox here: {sandbox.problem()}")
+
+HONEST = {
+    "shifted_cross_entropy": (
+        "def shifted_cross_entropy(logits, token_ids, pad_id=0):\n"
+        "    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),\n"
+        "                           token_ids[:, 1:].reshape(-1), ignore_index=pad_id)\n"),
+    "grounding_loss": (
+        "def grounding_loss(attn_weights, finding_masks):\n"
+        "    avg = attn_weights[-1].mean(1)\n"
+        "    rows = finding_masks.sum(-1) > 0\n"
+        "    if not rows.any():\n"
+        "        return avg.sum() * 0.0\n"
+        "    m = finding_masks[rows]\n"
+        "    return F.binary_cross_entropy(avg[rows].clamp(1e-6, 1 - 1e-6),\n"
+        "                                  m / (m.sum(-1, keepdim=True) + 1e-6))\n"),
+    "attention_entropy": (
+        "def attention_entropy(attn_weights):\n"
+        "    p = attn_weights[-1].mean(1)\n"
+        "    return -(p * (p + 1e-8).log()).sum(-1).mean()\n"),
+    "compute_loss": (
+        "def compute_loss(logits, token_ids, attn_weights, finding_masks,\n"
+        "                 lambda_ground=0.1, lambda_entropy=0.01):\n"
+        "    ce = shifted_cross_entropy(logits, token_ids)\n"
+        "    ground = grounding_loss(attn_weights, finding_masks)\n"
+        "    entropy = attention_entropy(attn_weights)\n"
+        "    return ce + lambda_ground * ground + lambda_entropy * entropy, ce, ground, entropy\n"),
+}
+FULL = {e: EXERCISES[e].points for e in HONEST}
+
+
+def _leak(expression):
+    """An answer for shifted_cross_entropy that evaluates `expression` once, in its cell, and
+    shows the result (or the error it raised) through the only channel left: its own verdict."""
+    return ("try:\n"
+            f"    found = {expression}\n"
+            "except BaseException as err:\n"
+            "    found = 'BLOCKED ' + type(err).__name__\n"
+            "def shifted_cross_entropy(logits, token_ids, pad_id=0):\n"
+            "    raise RuntimeError(str(found)[:150])\n")
+
+
+# (answers that replace the honest ones, what the test expects of each attacked exercise)
+ATTACKS = {
+    # -- full marks without an answer: introspection routes --------------------------------
+    "gc_walk": {"shifted_cross_entropy": (
+        "import gc\n"
+        "def shifted_cross_entropy(logits, token_ids, pad_id=0):\n"
+        "    for o in gc.get_objects():      # the reference or a judge, anywhere in the process\n"
+        "        if callable(o) and getattr(o, '__name__', '') in ('shifted_cross_entropy',\n"
+        "                '_judge', 'judge') and o is not shifted_cross_entropy:\n"
+        "            return o(logits, token_ids, pad_id)\n"
+        "        if type(o) is dict and 'shift_logits' in str(o.get('helpers', '')):\n"
+        "            namespace = {'F': F, 'torch': torch}   # the reference's source, if sent\n"
+        "            exec(o['helpers'][0], namespace)\n"
+        "            return namespace['shifted_cross_entropy'](logits, token_ids, pad_id)\n"
+        "    return logits.sum() * 0\n")},
+    "frame_walk": {"grounding_loss": (
+        "import sys\n"
+        "def grounding_loss(attn_weights, finding_masks):\n"
+        "    frame = sys._getframe(1)\n"
+        "    while frame is not None:          # an `expected` in a caller's frame\n"
+        "        if 'expected' in frame.f_locals:\n"
+        "            return frame.f_locals['expected']\n"
+        "        frame = frame.f_back\n"
+        "    return attn_weights[-1].sum() * 0\n")},
+    "class_walk": {"attention_entropy": (
+        "def attention_entropy(attn_weights):\n"
+        "    sys = [c for c in ().__class__.__mro__[1].__subclasses__()\n"
+        "           if c.__name__ == 'catch_warnings'][0]()._module.sys\n"
+        "    for name, module in list(sys.modules.items()):   # the package, if loaded\n"
+        "        if name.startswith('medsight_lab'):\n"
+        "            return module.attention_entropy(attn_weights)\n"
+        "    try:\n"
+        "        return __import__('medsight_lab').attention_entropy(attn_weights)\n"
+        "    except ImportError:\n"
+        "        return attn_weights[-1].sum() * 0\n")},
+    "attrgetter": {"compute_loss": (            # within the policy: names as strings
+        "import typing\n"
+        "def compute_loss(logits, token_ids, attn_weights, finding_masks,\n"
+        "                 lambda_ground=0.1, lambda_entropy=0.01):\n"
+        "    get = typing.operator.attrgetter\n"
+        "    modules = get('modules')(get('sys')(typing))\n"
+        "    for name in ('medsight_lab.loss', 'medsight_lab', '__main__'):\n"
+        "        found = modules.get(name)\n"
+        "        if found is not None and hasattr(found, 'compute_loss'):\n"
+        "            return get('compute_loss')(found)(logits, token_ids, attn_weights,\n"
+        "                                              finding_masks)\n"
+        "    z = logits.sum() * 0\n"
+        "    return z, z, z, z\n")},
+    "forged_result": {"compute_loss": (
+        "import os, io, json, struct, numpy as np\n"
+        "def compute_loss(logits, token_ids, attn_weights, finding_masks,\n"
+        "                 lambda_ground=0.1, lambda_entropy=0.01):\n"
+        "    buf = io.BytesIO()           # a frame claiming success, sent down every channel\n"
+        "    np.savez(buf, _json=np.frombuffer(json.dumps({'defined': True, 'cases': []})\n"
+        "             .encode(), dtype=np.uint8))\n"
+        "    frame = struct.pack('>Q', len(buf.getvalue())) + buf.getvalue()\n"
+        "    for fd in range(0, 64):\n"
+        "        try:\n"
+        "            os.write(fd, frame)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    z = logits.sum() * 0\n"
+        "    return z, z, z, z\n")},
+    "pickle_route": {"grounding_loss": (
+        "import torch, pickle, io\n"
+        "class Evil:\n"
+        "    def __reduce__(self):\n"
+        "        return (exec, ('import os; os.system(\"touch /tmp/" + MARK + "-pickle\")',))\n"
+        "torch.save(Evil(), '/tmp/evil.pt')\n"
+        "def grounding_loss(attn_weights, finding_masks):\n"
+        "    return Evil()                 # an object, not data: the grader must not unpickle\n")},
+    # -- secrets: the instructor notebook, the hidden cases, another submission, the grader ---
+    "read_instructor": {"shifted_cross_entropy": _leak(f"open({str(LOSS)!r}).read()")},
+    "read_hidden": {"shifted_cross_entropy": _leak(
+        f"open({str(ROOT / 'instructor' / 'hidden_cases.py')!r}).read()")},
+    "read_other": {"shifted_cross_entropy": _leak(      # where submissions are, and anywhere
+        "[open(p).read() for p in sum((__import__('glob').glob(f'{d}/*honest*') for d in "
+        "['SUBMISSIONS', 'STAGING', '/job', '/tmp', '.', '/']), [])] or 'nothing'")},
+    "read_grader": {"shifted_cross_entropy": _leak(
+        "open(f'/proc/{__import__(\"os\").getppid()}/cmdline').read()")},
+    # -- tampering: the gradebook after exit, pycache, the reference, the package -------------
+    "tamper": {"attention_entropy": (
+        "import os, time\n"
+        f"TARGETS = [{str(ROOT / 'notebooks' / '03_loss.ipynb')!r},\n"
+        f"           {str(ROOT / 'medsight_lab' / 'grading' / '__pycache__' / 'x.pyc')!r},\n"
+        f"           {str(ROOT / 'medsight_lab' / 'grading' / 'checks.py')!r}]\n"
+        "TARGETS += [os.path.join(p, '__pycache__', 'evil.pyc') for p in __import__('sys').path]\n"
+        "for target in TARGETS:\n"
+        "    try:\n"
+        "        open(target, 'a').write('poison')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "if os.fork() == 0:               # a daemon that waits for the gradebook to exist\n"
+        "    os.setsid()\n"
+        "    for _ in range(200):\n"
+        "        for p in ['GRADEBOOK']:\n"
+        "            try:\n"
+        "                open(p, 'w').write('=1+1,tampered')\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "        time.sleep(0.1)\n"
+        "    os._exit(0)\n"
+        + HONEST["attention_entropy"])},
+    # -- network ---------------------------------------------------------------------------
+    "network": {"grounding_loss": (
+        "import socket, urllib.request\n"
+        "for attempt in (lambda: socket.create_connection(('127.0.0.1', PORT), timeout=1),\n"
+        "                lambda: urllib.request.urlopen('http://127.0.0.1:PORT/', timeout=1)):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except Exception:\n"
+        "        pass\n"
+        + HONEST["grounding_loss"])},
+    # -- denial of service -----------------------------------------------------------------
+    "kill_grader": {"shifted_cross_entropy": (
+        "import os, signal\n"
+        "for pid in (os.getppid(), 1, -1):\n"
+        "    try:\n"
+        "        os.kill(pid, signal.SIGKILL)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        + HONEST["shifted_cross_entropy"])},
+    "flood": {"attention_entropy": (
+        "import os, sys\n"
+        "for _ in range(64):                        # 64 MB down stdout and stderr\n"
+        "    os.write(1, b'x' * (1 << 20))\n"
+        "    print('y' * (1 << 20), file=sys.stderr)\n"
+        "def attention_entropy(attn_weights):\n"
+        "    return torch.zeros(20_000_000)          # 80 MB of output to read back\n")},
+    "memory": {"shifted_cross_entropy": _leak(
+        "'ALLOCATED ' + str(torch.empty(3 << 30, dtype=torch.uint8).numel())")},
+    "big_file": {"shifted_cross_entropy": _leak(
+        f"[open(p, 'wb').write(b'x' * (200 << 20)) for p in ('/tmp/{MARK}', 'big.bin')]")},
+    "detached": {"grounding_loss": (
+        "import os\n"
+        "for _ in range(20):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            os.execv('/bin/sleep', ['sleep', '61.25'])\n"
+        "        os._exit(0)\n"
+        + HONEST["grounding_loss"])},
+}
+
+# What each attacked exercise scores (0 where the attack replaced the answer) and words its
+# verdict must contain; every other exercise of the submission is honest and earns full marks.
+EXPECTED = {
+    "gc_walk": ("shifted_cross_entropy", 0, "wrong value"),
+    "frame_walk": ("grounding_loss", 0, "wrong value"),
+    "class_walk": ("attention_entropy", 0, "wrong value"),
+    "attrgetter": ("compute_loss", 0, "wrong"),
+    "forged_result": ("compute_loss", 0, ("wrong", "could not be read back", "no result")),
+    "pickle_route": ("grounding_loss", 0, "expected a torch tensor"),
+    "read_instructor": ("shifted_cross_entropy", 0, "BLOCKED FileNotFoundError"),
+    "read_hidden": ("shifted_cross_entropy", 0, "BLOCKED FileNotFoundError"),
+    "read_other": ("shifted_cross_entropy", 0, "RuntimeError on a batch without padding: nothing"),
+    "read_grader": ("shifted_cross_entropy", 0, "BLOCKED FileNotFoundError"),
+    "tamper": ("attention_entropy", 1, "✔ attention_entropy"),
+    "network": ("grounding_loss", 2, "✔ grounding_loss"),
+    "kill_grader": ("shifted_cross_entropy", 2, "✔ shifted_cross_entropy"),
+    "flood": ("attention_entropy", 0, ("too large", "stopped the process")),
+    "memory": ("shifted_cross_entropy", 0, "BLOCKED"),
+    "big_file": ("shifted_cross_entropy", 0, "BLOCKED OSError"),
+    "detached": ("grounding_loss", 2, "✔ grounding_loss"),
+}
+
+
+def submission(answers):
+    """The student edition of chapter 3 with `answers` filled in (honest ones elsewhere)."""
+    nb = student_notebook(nbformat.read(LOSS, as_version=4), LOSS.name)
+    for cell in nb.cells:
+        exercise = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if exercise in HONEST and cell.cell_type == "code":
+            cell.source = {**HONEST, **answers}[exercise]
+    return nb
+
+
+@pytest.fixture(scope="module")
+def listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    contacts, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                contacts.append(server.accept())
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], contacts
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory, listener):
+    port, contacts = listener
+    base = tmp_path_factory.mktemp("attacks")
+    folder, out = base / "submissions", base / "grades"
+    folder.mkdir()
+    honest = submission({})
+    questions = next(c for c in honest.cells
+                     if c.metadata.get("nbgrader", {}).get("grade_id") == "03_loss_questions")
+    questions.source = "SECRET_OF_HONEST: padding costs nothing."
+    nbformat.write(honest, folder / "honest.ipynb")
+    gradebook = out / "gradebook.csv"
+    for name, answers in ATTACKS.items():
+        answers = {e: s.replace("PORT", str(port)).replace("GRADEBOOK", str(gradebook))
+                   .replace("SUBMISSIONS", str(folder)).replace("STAGING", str(out / ".staging"))
+                   for e, s in answers.items()}
+        nbformat.write(submission(answers), folder / f"{name}.ipynb")
+    # Intake attacks: a conftest.py, a symbolic link to the reference, a formula as a name.
+    (folder / "conftest.py").write_text(f"open('/tmp/{MARK}-conftest', 'w').write('imported')\n")
+    (folder / "link.ipynb").symlink_to(LOSS)
+    nbformat.write(honest, folder / "=cmd|'calc'!A0.ipynb")
+    (folder / "folder.ipynb").mkdir()
+    reference_before = hashlib.sha256(LOSS.read_bytes()).hexdigest()
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
+         str(folder), "--grade-output", str(out), "--grade-timeout", str(TIMEOUT_S), "-q",
+         "-p", "no:cacheprovider", "--grade-no-policy", "-n", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - started
+    written = gradebook.read_bytes()
+    time.sleep(2)                     # a daemon that outlived the run would write now
+    with open(gradebook, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {"run": run, "rows": rows, "out": out, "contacts": list(contacts),
+            "grades": {(r["submission"], r["exercise"]): (int(r["points"]), r["verdict"])
+                       for r in rows},
+            "written": written, "gradebook": gradebook, "seconds": seconds,
+            "reference_unchanged": hashlib.sha256(LOSS.read_bytes()).hexdigest()
+            == reference_before}
+
+
+def test_the_honest_submission_is_graded_exactly(attacked):
+    for exercise, points in FULL.items():
+        got, verdict = attacked["grades"][("honest.ipynb", exercise)]
+        assert got == points and verdict.startswith(f"✔ {exercise}: correct on "), verdict
+        assert f"✔ {exercise} (hidden tests)" in verdict
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_attack_fails_and_costs_only_its_own_exercise(attacked, name):
+    exercise, points, words = EXPECTED[name]
+    got, verdict = attacked["grades"][(f"{name}.ipynb", exercise)]
+    words = (words,) if isinstance(words, str) else words
+    assert got == points and any(w in verdict for w in words), verdict
+    for other, full in FULL.items():
+        if other != exercise:
+            got, verdict = attacked["grades"][(f"{name}.ipynb", other)]
+            assert got == full, (name, other, verdict)
+
+
+def test_no_secret_reaches_the_gradebook_or_feedback(attacked):
+    texts = [attacked["gradebook"].read_text(encoding="utf-8")] + [
+        p.read_text(encoding="utf-8") for p in (attacked["out"] / "feedback").iterdir()]
+    for text in texts:
+        for secret in ("BEGIN SOLUTION", "SECRET_OF_HONEST", "_hidden_", "hidden_cases",
+                       "--grade", "pytest", "shift_logits"):
+            assert secret not in text, secret
+
+
+def test_tampering_changes_nothing(attacked):
+    assert attacked["reference_unchanged"]
+    assert attacked["gradebook"].read_bytes() == attacked["written"]
+    assert not list((ROOT / "medsight_lab").rglob("evil.pyc"))
+    assert not (ROOT / "medsight_lab" / "grading" / "__pycache__" / "x.pyc").exists()
+    assert b"poison" not in (ROOT / "medsight_lab" / "grading" / "checks.py").read_bytes()
+    assert not Path(f"/tmp/{MARK}-pickle").exists()
+
+
+def test_intake_refuses_what_is_not_a_notebook_file(attacked):
+    grades = attacked["grades"]
+    assert not Path(f"/tmp/{MARK}-conftest").exists()          # never imported
+    assert "not a Jupyter notebook" in grades[("conftest.py", "-")][1]
+    assert "symbolic link" in grades[("link.ipynb", "-")][1]
+    assert "a folder" in grades[("folder.ipynb", "-")][1]
+    # the formula-looking name is made safe, and graded like the honest copy it is
+    safe = [s for s, _ in grades if "calc" in s]
+    assert safe == ["cmd__calc__A0.ipynb"] * len(FULL), safe
+    for exercise, points in FULL.items():
+        assert grades[(safe[0], exercise)][0] == points
+    for line in attacked["gradebook"].read_text(encoding="utf-8").splitlines():
+        for cell in next(csv.reader([line])):
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), cell
+            assert not (cell.startswith("-") and cell != "-"), cell
+
+
+def test_the_network_and_the_processes_are_gone(attacked):
+    assert attacked["contacts"] == []                     # nothing reached 127.0.0.1
+    left = subprocess.run(["pgrep", "-f", "sleep 61.25"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a detached process outlived the grading run"
+    assert not Path(f"/tmp/{MARK}").exists()                # the big file never left the sandbox
+
+
+def test_the_run_survives_and_stays_quick(attacked):
+    assert attacked["run"].returncode == 1, attacked["run"].stdout[-3000:]    # failures only
+    submissions = len(ATTACKS) + 2
+    assert len(attacked["rows"]) == submissions * len(FULL) + 3
+    # loose: flood and timeouts included, on a loaded 2-core machine
+    assert attacked["seconds"] < 40 * submissions
+
+
+# -- the sandbox seen from outside -------------------------------------------------------------
+
+def _sandboxed(code, limits=sandbox.Limits()):
+    return sandbox.start(sandbox.bwrap_command(limits, argv=[sys.executable, "-I", "-c", code]),
+                         limits)
+
+
+def _ns(pid, kind):
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def test_namespaces_and_limits_from_outside():
+    limits = sandbox.Limits()
+    process = _sandboxed("import time; time.sleep(20)", limits)
+    try:
+        deadline = time.monotonic() + 20
+        inner = None
+        while inner is None and time.monotonic() < deadline:   # bwrap -> the sandboxed python
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+            pids = children.read_text().split() if children.exists() else []
+            inner = next((int(p) for p in pids
+                          if b"time.sleep" in Path(f"/proc/{p}/cmdline").read_bytes()), None)
+            time.sleep(0.05)
+        assert inner is not None, "the sandboxed process did not start"
+        for kind in ("user", "net", "pid", "ipc", "uts"):
+            assert _ns(inner, kind) != _ns(os.getpid(), kind), kind
+        uid_map = Path(f"/proc/{inner}/uid_map").read_text().split()
+        assert uid_map[0] == "65534" and uid_map[2] == "1"     # one unprivileged uid inside
+        status = Path(f"/proc/{inner}/status").read_text()
+        assert status.split("NSpid:")[1].splitlines()[0].split()[-1] == "1"     # PID 1 inside
+        assert "CapEff:\t0000000000000000" in status
+        table = Path(f"/proc/{inner}/limits").read_text()
+
+        def soft(name):
+            return next(line.split()[-3] for line in table.splitlines() if line.startswith(name))
+        assert soft("Max address space") == str(limits.memory_bytes)
+        assert soft("Max processes") == str(limits.processes)
+        assert soft("Max file size") == str(limits.file_bytes)
+        assert soft("Max cpu time") == str(limits.cpu_s)
+    finally:
+        sandbox._kill_group(process)
+    for _ in range(100):                    # the kernel tears the namespace down
+        if not Path(f"/proc/{inner}").exists():
+            break
+        time.sleep(0.05)
+    assert not Path(f"/proc/{inner}").exists()
+
+
+def test_what_the_sandbox_can_see():
+    code = ("import json, os, sys\n"
+            "try:\n"
+            "    import medsight_lab\n"
+            "    package = medsight_lab.__file__ or str(medsight_lab.__path__)\n"
+            "except ImportError:\n"
+            "    package = None\n"
+            f"paths = {[str(ROOT), str(ROOT / 'notebooks'), str(ROOT / 'instructor'), '/proc/1', '/work/main/medsight_lab', str(Path.home() / '.ssh')]!r}\n"
+            "def writable(p):\n"
+            "    try:\n"
+            "        open(os.path.join(p, 'w.tmp'), 'w').close()\n"
+            "        return True\n"
+            "    except OSError:\n"
+            "        return False\n"
+            "print(json.dumps({'package': package, 'uid': os.getuid(),\n"
+            "                  'seen': [p for p in paths if os.path.exists(p)],\n"
+            "                  'writable': [p for p in ['/', '/usr', '/dev', sys.prefix, '/tmp']\n"
+            "                               if writable(p)]}))\n")
+    process = _sandboxed(code)
+    out, err = process.communicate(timeout=60)
+    seen = json.loads(out)
+    assert seen["package"] is None, seen             # the editable install does not resolve
+    assert seen["uid"] == 65534
+    assert seen["seen"] == [], seen["seen"]
+    assert seen["writable"] == ["/tmp"], seen["writable"]
+
+
+def test_without_the_sandbox_grading_refuses_unless_told(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(submission({}), folder / "alice.ipynb")
+    command = [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
+               str(folder), "--grade-output", str(tmp_path / "grades"), "-q",
+               "-p", "no:cacheprovider"]
+    env = {**os.environ, "MEDSIGHT_BWRAP": str(tmp_path / "no-bwrap")}
+    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 4, refused.stdout + refused.stderr       # a usage error
+    assert "apt-get install -y bubblewrap" in refused.stderr
+    assert "--grade-unsafe" in refused.stderr
+    assert not (tmp_path / "grades" / "gradebook.csv").exists()
+    unsafe = subprocess.run(command + ["--grade-unsafe"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert unsafe.returncode == 0, unsafe.stdout[-3000:]
+    assert "UNSAFE: --grade-unsafe" in (tmp_path / "grades" / "run_log.txt").read_text()
+    with open(tmp_path / "grades" / "gradebook.csv", newline="", encoding="utf-8") as f:
+        assert {r["exercise"]: int(r["points"]) for r in csv.DictReader(f)} == FULL
