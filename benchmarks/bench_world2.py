@@ -10,6 +10,8 @@ patch, most unusual patch against the training images, uniform attention). Then 
 evaluated on its held-out seed, for the same seeds: the figures beside which the second world's
 are read.
 
+Output of the last run: `benchmarks/bench_world2.txt`.
+
 Timing: the training time per seed is CPU time (`time.process_time`, one thread), a fair proxy of
 the wall time on a quiet machine even when the machine is shared; chapter 7's budget is 90 s from a
 fresh kernel.
