@@ -6,15 +6,15 @@ Trains chapter 7's recipe (`medsight_lab.rendered.RECIPE`: the course model, `ml
 on a RenderedChestXrayDataset of seed 0) once per training seed (model initialisation and batch
 order), evaluates each model on a held-out dataset (seed 1000), and prints for every target metric
 the target, min / median / max over the seeds, the chance level and the model-free maps (brightest
-patch, most unusual patch against the training images, uniform attention). Then chapter 4's recipe on the first world (1600 images, 15 epochs),
-evaluated on its held-out seed, for the same seeds: the figures beside which the second world's
-are read.
+patch, most unusual patch against the training images, uniform attention). Then chapter 4's recipe
+on the first world (1600 images, 15 epochs), evaluated on its held-out seed, for the same seeds: the
+figures beside which the second world's are read.
 
 Output of the last run: `benchmarks/bench_world2.txt`.
 
-Timing: the training time per seed is CPU time (`time.process_time`, one thread), a fair proxy of
-the wall time on a quiet machine even when the machine is shared; chapter 7's budget is 90 s from a
-fresh kernel.
+Timing: the training time per seed is CPU time (`time.process_time`, one thread), a proxy of the
+wall time on a quiet machine that a shared machine inflates (cache and memory contention) but does
+not stretch by the waiting the wall time shows; chapter 7's budget is 90 s from a fresh kernel.
 """
 
 import argparse
