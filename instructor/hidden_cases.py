@@ -14,7 +14,8 @@ on ..."); `grad=True` also compares gradients with the reference's.
 from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _deletion_inputs,
                                          _entropy_inputs, _explanation_patches, _gradient_inputs,
                                          _grounding_inputs, _grounding_rows, _loss_inputs,
-                                         _rank_pairs, _scores)
+                                         _rank_pairs, _scores, _sentence_rows,
+                                         _threshold_case)
 
 
 def _hidden_cross_attention():
@@ -120,6 +121,18 @@ def _hidden_gradient_times_input():
             Case("a score that reads only the first patch", _gradient_inputs(13, reads=1))]
 
 
+def _hidden_spatial_precision():
+    # Chapter 7: mixed word order, the exact threshold, another threshold, one word, an 8 x 8
+    # grid, several hallucinated sentences.
+    return [Case("fresh random sentences", _sentence_rows(10, S=12, distinct=True)),
+            Case("words of the sentences in mixed order", _sentence_rows(11, S=5, shuffle=True)),
+            Case("a sentence whose mean mass is exactly the threshold", _threshold_case()),
+            Case("threshold=0.8", _sentence_rows(12, S=6, threshold=0.8), {"threshold": 0.8}),
+            Case("one sentence of one word", _sentence_rows(13, S=1, words=(1,))),
+            Case("an 8 x 8 patch grid", _sentence_rows(14, S=5, N=64)),
+            Case("several hallucinated sentences", _sentence_rows(15, S=6, hallucinated=3))]
+
+
 HIDDEN = {
     "cross_attention": _hidden_cross_attention,
     "causal_attention_weights": _hidden_causal_attention_weights,
@@ -132,4 +145,5 @@ HIDDEN = {
     "rank_correlation": _hidden_rank_correlation,
     "deletion_curve": _hidden_deletion_curve,
     "gradient_times_input": _hidden_gradient_times_input,
+    "spatial_precision": _hidden_spatial_precision,
 }

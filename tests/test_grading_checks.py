@@ -101,12 +101,20 @@ def gradient_times_input(score_fn, patches):
     return (grad * x).sum(-1)
 
 
+def spatial_precision(rows, masks, sentence, threshold=0.5):
+    precise = []
+    for s in range(int(sentence.max()) + 1):
+        mass = (rows[sentence == s] * masks[sentence == s]).sum(-1).mean()
+        precise.append(float(mass > threshold))
+    return torch.tensor(precise).mean()
+
+
 RIGHT = {"cross_attention": cross_attention, "causal_attention_weights": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass, "patch_norm_map": patch_norm_map,
          "rank_correlation": rank_correlation, "deletion_curve": deletion_curve,
-         "gradient_times_input": gradient_times_input}
+         "gradient_times_input": gradient_times_input, "spatial_precision": spatial_precision}
 
 
 def _spearman_formula(a, b):
@@ -203,7 +211,44 @@ def _weighted_terms(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
     return total, ce, lambda_ground * g, lambda_entropy * e
 
 
+def _mean_masses(r, m, s):
+    return torch.stack([(r[s == k] * m[s == k]).sum(-1).mean() for k in range(int(s.max()) + 1)])
+
+
 WRONG = [
+    # spatial_precision (chapter 7)
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1) > threshold).float().mean(),
+     "each word was scored on its own"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1).mean() > threshold).float(),
+     "averaged before the comparison"),
+    ("spatial_precision", "hidden",
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) >= threshold).float().mean(),
+     "strictly above"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: torch.stack([(r[s == k] * m[s == k]).sum(-1).max()
+                                                 for k in range(int(s.max()) + 1)]).gt(
+         threshold).float().mean(), "best word"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: torch.stack([m[s == k].gather(1, r[s == k].argmax(
+         -1, keepdim=True)).mean() for k in range(int(s.max()) + 1)]).gt(threshold).float().mean(),
+     "pointing game"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: torch.stack([((r[s == k] * m[s == k]).sum(-1) / m[s == k].sum(
+         -1).clamp_min(1)).mean() for k in range(int(s.max()) + 1)]).gt(threshold).float().mean(),
+     "divided by the mask's size"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > threshold).float().sum(),
+     "number of precise sentences"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: _mean_masses(r, m, s).mean(), "returned the mean mass"),
+    ("spatial_precision", "hidden",                           # ignores the threshold argument
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > 0.5).float().mean(),
+     "wrong value on threshold=0.8"),
+    ("spatial_precision", "visible",                          # per-sentence values, not their share
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > threshold).float(),
+     "expected a single number"),
     # pointing_game_and_mass
     ("pointing_game_and_mass", "visible",
      lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),
@@ -483,7 +528,8 @@ def test_every_known_mistake_is_exercised():
               "patch_norm_map": checks._PATCH_NORM_MISTAKES,
               "rank_correlation": checks._RANK_MISTAKES,
               "deletion_curve": checks._DELETION_MISTAKES,
-              "gradient_times_input": checks._GRADIENT_MISTAKES}
+              "gradient_times_input": checks._GRADIENT_MISTAKES,
+              "spatial_precision": checks._SPATIAL_MISTAKES}
     for exercise, table in tables.items():
         for message, wrong in table:
             result = run_check(exercise, wrong, "hidden")
@@ -509,6 +555,7 @@ def test_an_unknown_wrong_answer_names_the_case():
     ("grounding_loss", lambda a, m: ml.grounding_loss(a, m), "grounding_loss"),
     ("attention_entropy", ml.attention_entropy, "attention_entropy"),
     ("pointing_game_and_mass", ml.metrics.pointing_game_and_mass, "pointing_game_and_mass"),
+    ("spatial_precision", ml.rendered_metrics.spatial_precision, "spatial_precision"),
     ("cross_attention", ml.multi_head_attention, "multi_head_attention"),
     ("causal_attention_weights", lambda s: causal_attention_weights(
         s, keep=lambda T: ml.causal_mask(T)), "causal_mask"),
