@@ -74,3 +74,19 @@ def plot_mark_attention(scores, n_patches, set_name="kept"):
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_words_attention(dataset, read, indices, finding_index=4, title=None):
+    """Per film, the mean last-layer attention of the finding's words in the report `read`
+    (from `shortcuts.read_reports`) over the film, the finding outlined and the mark boxed."""
+    indices = list(indices)
+    fig, axes = plt.subplots(1, len(indices), figsize=(3.6 * len(indices), 3.4), squeeze=False)
+    for ax, i in zip(axes[0], indices):
+        row = read["attn"][-1][i][read["words"][i]].mean(0)
+        vis.plot_attention_on_image(dataset.images[i], row, dataset.pixel_masks[i, finding_index],
+                                    ax=ax, title=f"image {i}: {read['finding']} words")
+        outline_mark(ax, dataset, i)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
