@@ -86,9 +86,9 @@ def main():
                   f"{run['mark decides']['flipped']:.2f}; looks right but mark "
                   f"{run['mark decides']['n_looks_right_but_mark']}/"
                   f"{run['mark decides']['n_candidates']}", flush=True)
-    if args.save:
-        with open(args.save, "w") as f:
-            json.dump(results, f)
+            if args.save:                 # after every run: a stopped sweep keeps what it measured
+                with open(args.save, "w") as f:
+                    json.dump(results, f)
     table(results, test_sets, train_set)
 
 
