@@ -14,7 +14,7 @@ on ..."); `grad=True` also compares gradients with the reference's.
 from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _deletion_inputs,
                                          _entropy_inputs, _explanation_patches, _gradient_inputs,
                                          _grounding_inputs, _grounding_rows, _loss_inputs,
-                                         _rank_pairs, _scores, _sentence_rows,
+                                         _mark_inputs, _rank_pairs, _scores, _sentence_rows,
                                          _threshold_case)
 
 
@@ -133,6 +133,17 @@ def _hidden_spatial_precision():
             Case("several hallucinated sentences", _sentence_rows(15, S=6, hallucinated=3))]
 
 
+def _hidden_attention_on_mark():
+    return [Case("fresh random reports", _mark_inputs(10, B=8, T=12, N=16), grad=True),
+            Case("a single report (B=1)", _mark_inputs(11, B=1)),
+            Case("a finding word in the last row", _mark_inputs(12, B=4, last_row=True)),
+            Case("images without a mark", _mark_inputs(13, B=5, unmarked=2)),
+            Case("an 8 x 8 patch grid and a mark of one patch",
+                 _mark_inputs(14, B=4, T=10, N=64, mark_size=(1,))),
+            Case("marks of four patches", _mark_inputs(15, B=4, mark_size=(4,)))]
+
+
+
 HIDDEN = {
     "cross_attention": _hidden_cross_attention,
     "causal_attention_weights": _hidden_causal_attention_weights,
@@ -146,4 +157,5 @@ HIDDEN = {
     "deletion_curve": _hidden_deletion_curve,
     "gradient_times_input": _hidden_gradient_times_input,
     "spatial_precision": _hidden_spatial_precision,
+    "attention_on_mark": _hidden_attention_on_mark,
 }

@@ -14,6 +14,7 @@ from .model import (GroundedReportVLM, ModelConfig, causal_mask, future_leak,
 from .labeler import label_findings
 from .rendered import RENDERED_FINDINGS, RENDERED_VOCAB, RenderedChestXrayDataset
 from .training import load_checkpoint, pick_device, save_checkpoint, set_seed, train
+from . import shortcuts  # noqa: E402  (chapter 8: ml.shortcuts)
 
 __version__ = "0.1.0"
 __all__ = [

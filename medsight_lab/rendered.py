@@ -181,7 +181,8 @@ class RenderedChestXrayDataset(Dataset):
     positive sentence (but its function words) grounds to that finding's patches, negative
     sentences to nothing; lesion_mask (N,): the union of the positive findings' patches;
     finding_masks (F, N) per finding in `RENDERED_FINDINGS` order; labels (see `labels`);
-    report (str); has_mark (bool).
+    report (str); has_mark (bool); mark_mask (N,): the patches the mark covers (all zero
+    without one).
 
     `labels[i]`: {finding: {"status": "positive" | "negative" | "absent", "side", "size"}}, what
     report i states (absent = not mentioned); `pixel_masks` (n, F, H, W) bool.
@@ -217,14 +218,14 @@ class RenderedChestXrayDataset(Dataset):
         images = np.concatenate([c[0] for c in chunks])
         pixel_masks = np.concatenate([c[1] for c in chunks])
         self.has_mark = self._draw_mark(streams[4], present)
-        if self.has_mark.any():
-            _draw_marker(images, self.has_mark, streams[4])
+        mark_pixels = _draw_marker(images, self.has_mark, streams[4])
         self.pixel_masks = torch.from_numpy(pixel_masks)                         # (n, F, H, W)
         self.images = torch.from_numpy(images)[:, None]                          # (n, 1, H, W)
         p = patch_size
         self.patches = (image_patches(self.images, p) - PIXEL_MEAN) / PIXEL_STD  # (n, N, p*p)
         self.finding_masks = torch.from_numpy(pool_to_patches(pixel_masks, p))   # (n, F, N)
         self.lesion_mask = self.finding_masks.max(dim=1).values                 # (n, N)
+        self.mark_mask = torch.from_numpy(pool_to_patches(mark_pixels, p))       # (n, N)
 
         self.reports, self.labels, token_finding = self._write_reports(
             streams[2], present, sides, zones, sizes)
@@ -311,6 +312,7 @@ class RenderedChestXrayDataset(Dataset):
             "labels": self.labels[idx],
             "report": self.reports[idx],
             "has_mark": bool(self.has_mark[idx]),
+            "mark_mask": self.mark_mask[idx],
         }
 
     def encode(self, text: str) -> torch.Tensor:
@@ -440,12 +442,16 @@ def _render(rng, size, present, sides, zones, sizes):
 
 
 def _draw_marker(images, has_mark, rng):
-    """A bright "portable" marker (a letter-like block) in a top corner, outside the body."""
+    """A bright "portable" marker (a letter-like block) in a top corner, outside the body; returns
+    its (n, H, W) bool pixel mask."""
     n, size, _ = images.shape
     w = max(size // 10, 3)
+    pixels = np.zeros(images.shape, dtype=bool)
     for i in np.flatnonzero(has_mark):
         left = rng.random() < 0.5
         x0 = 1 if left else size - w - 2
         block = np.full((w, w), 0.95, dtype=np.float32)
         block[w // 3: 2 * w // 3, w // 3:] = 0.2             # a "P"-like notch
         images[i, 1:1 + w, x0:x0 + w] = block
+        pixels[i, 1:1 + w, x0:x0 + w] = True
+    return pixels

@@ -109,12 +109,19 @@ def spatial_precision(rows, masks, sentence, threshold=0.5):
     return torch.tensor(precise).mean()
 
 
+def attention_on_mark(attn, mark, words):
+    on_mark = (attn * mark.unsqueeze(1)).sum(dim=2)
+    rows, cols = words.nonzero(as_tuple=True)
+    return on_mark[rows, cols].mean(), on_mark[rows, cols - 1].mean()
+
+
 RIGHT = {"cross_attention": cross_attention, "causal_attention_weights": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass, "patch_norm_map": patch_norm_map,
          "rank_correlation": rank_correlation, "deletion_curve": deletion_curve,
-         "gradient_times_input": gradient_times_input, "spatial_precision": spatial_precision}
+         "gradient_times_input": gradient_times_input, "spatial_precision": spatial_precision,
+         "attention_on_mark": attention_on_mark}
 
 
 def _spearman_formula(a, b):
@@ -211,6 +218,10 @@ def _weighted_terms(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
     return total, ce, lambda_ground * g, lambda_entropy * e
 
 
+def _on_mark(a, m):
+    return (a * m[:, None]).sum(-1)
+
+
 def _mean_masses(r, m, s):
     return torch.stack([(r[s == k] * m[s == k]).sum(-1).mean() for k in range(int(s.max()) + 1)])
 
@@ -249,6 +260,40 @@ WRONG = [
     ("spatial_precision", "visible",                          # per-sentence values, not their share
      lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > threshold).float(),
      "expected a single number"),
+    # attention_on_mark (chapter 8)
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        _on_mark(a, m)[w].mean(), _on_mark(a, m)[:, 1:][w[:, :-1]].mean()), "rows after the words"),
+    ("attention_on_mark", "visible", lambda a, m, w: (_on_mark(a, m)[w].mean(),) * 2,
+     "own rows again"),
+    ("attention_on_mark", "visible", lambda a, m, w: tuple(reversed(attention_on_mark(a, m, w))),
+     "return (on_words, before)"),
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        _on_mark(a, m)[w].sum(), _on_mark(a, m)[:, :-1][w[:, 1:]].sum()), "mean over the finding"),
+    ("attention_on_mark", "visible", lambda a, m, w: (_on_mark(a, m).mean(),) * 2,
+     "average over every row"),
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        torch.stack([_on_mark(a, m)[b][w[b]].mean() for b in range(len(w))]).mean(),
+        torch.stack([_on_mark(a, m)[b][:-1][w[b, 1:]].mean() for b in range(len(w))]).mean()),
+     "then the reports"),
+    ("attention_on_mark", "visible", lambda a, m, w: tuple(
+        1 - x for x in attention_on_mark(a, m, w)), "outside the mark"),
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        (a * m[:, None]).amax(-1)[w].mean(), (a * m[:, None]).amax(-1)[:, :-1][w[:, 1:]].mean()),
+     "largest weight"),
+    ("attention_on_mark", "visible", lambda a, m, w: tuple(
+        x / 2.5 for x in attention_on_mark(a, m, w)), "wrong on_words on 3 reports"),
+    ("attention_on_mark", "hidden", lambda a, m, w: (
+        (a * m[:, None]).sum(-1)[w].mean() / m.sum(-1).mean(),
+        (a * m[:, None]).sum(-1)[:, :-1][w[:, 1:]].mean() / m.sum(-1).mean()),
+     "wrong on_words on fresh random reports"),
+    ("attention_on_mark", "hidden", lambda a, m, w: (
+        (a * m[:, None] / m.sum(-1).clamp_min(1)[:, None, None]).sum(-1)[w].mean(),
+        (a * m[:, None] / m.sum(-1).clamp_min(1)[:, None, None]).sum(-1)[:, :-1][w[:, 1:]].mean()),
+     "averaged the weights over the mark's patches"),
+    ("attention_on_mark", "hidden", lambda a, m, w: (          # drops words in the last row
+        _on_mark(a, m)[:, :-1][w[:, :-1]].mean(), _on_mark(a, m)[:, :-1][w[:, 1:]].mean()),
+     "wrong on_words on"),
+    ("attention_on_mark", "visible", lambda a, m, w: (_on_mark(a, m)[w],) * 2, "a single number"),
     # pointing_game_and_mass
     ("pointing_game_and_mass", "visible",
      lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),
@@ -529,7 +574,8 @@ def test_every_known_mistake_is_exercised():
               "rank_correlation": checks._RANK_MISTAKES,
               "deletion_curve": checks._DELETION_MISTAKES,
               "gradient_times_input": checks._GRADIENT_MISTAKES,
-              "spatial_precision": checks._SPATIAL_MISTAKES}
+              "spatial_precision": checks._SPATIAL_MISTAKES,
+              "attention_on_mark": checks._MARK_MISTAKES}
     for exercise, table in tables.items():
         for message, wrong in table:
             result = run_check(exercise, wrong, "hidden")
@@ -556,6 +602,7 @@ def test_an_unknown_wrong_answer_names_the_case():
     ("attention_entropy", ml.attention_entropy, "attention_entropy"),
     ("pointing_game_and_mass", ml.metrics.pointing_game_and_mass, "pointing_game_and_mass"),
     ("spatial_precision", ml.rendered_metrics.spatial_precision, "spatial_precision"),
+    ("attention_on_mark", ml.shortcuts.attention_on_mark, "attention_on_mark"),
     ("cross_attention", ml.multi_head_attention, "multi_head_attention"),
     ("causal_attention_weights", lambda s: causal_attention_weights(
         s, keep=lambda T: ml.causal_mask(T)), "causal_mask"),
