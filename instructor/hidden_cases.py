@@ -11,9 +11,11 @@ exercise id to it. Cases say what situation they test in their label (it complet
 on ..."); `grad=True` also compares gradients with the reference's.
 """
 
-from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _entropy_inputs,
+from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _deletion_inputs,
+                                         _entropy_inputs, _explanation_patches, _gradient_inputs,
                                          _grounding_inputs, _grounding_rows, _loss_inputs,
-                                         _scores)
+                                         _mark_inputs, _rank_pairs, _scores, _sentence_rows,
+                                         _threshold_case)
 from medsight_lab.grading.checks import _cache_inputs, _mask_inputs
 
 
@@ -86,7 +88,8 @@ def _hidden_cached_attention_step():
 
 
 def _hidden_pointing_game_and_mass():
-    return [Case("fresh random rows", _grounding_rows(10, M=16)),      # square: see the visible cases
+    # square (as many rows as patches), like the first visible case
+    return [Case("fresh random rows", _grounding_rows(10, M=16)),
             Case("a single row (M=1)", _grounding_rows(11, M=1)),
             Case("rows with all weight on one patch", _grounding_rows(12, one_hot=True)),
             Case("nearly uniform rows", _grounding_rows(13, sharp=0.05)),
@@ -106,6 +109,61 @@ def _hidden_compute_loss():
                                                        "lambda_entropy": 0.0})]
 
 
+def _hidden_patch_norm_map():
+    one_hot_like = _explanation_patches(13, B=2, N=5, D=3, bright=1) * 20
+    return [Case("fresh random patches", (_explanation_patches(10, B=5, N=16, D=64),), grad=True),
+            Case("a single image (B=1)", (_explanation_patches(11, B=1),)),
+            Case("patches of one feature (D=1)", (_explanation_patches(12, D=1),)),
+            Case("one very long patch per image", (one_hot_like,))]
+
+
+def _hidden_rank_correlation():
+    return [Case("fresh random rows", _rank_pairs(10, B=8, N=16)),
+            Case("rows in reverse order", _rank_pairs(11, relation="reversed")),
+            Case("unrelated rows", _rank_pairs(12, B=6, relation="unrelated")),
+            Case("a single row (B=1)", _rank_pairs(13, B=1)),
+            Case("rows of two values (N=2)", _rank_pairs(14, B=4, N=2))]
+
+
+def _hidden_deletion_curve():
+    score, patches, ranking, background = _deletion_inputs(13, B=3, N=7)
+    return [Case("fresh random inputs", _deletion_inputs(10, B=5, N=16, D=8)),
+            Case("a single image (B=1)", _deletion_inputs(11, B=1)),
+            Case("images of two patches (N=2)", _deletion_inputs(12, B=3, N=2)),
+            Case("a ranking on another scale (negative values)",
+                 (score, patches, ranking * 50 - 100, background))]
+
+
+def _hidden_gradient_times_input():
+    return [Case("fresh random inputs", _gradient_inputs(10, B=5, N=16, D=8)),
+            Case("a single image (B=1)", _gradient_inputs(11, B=1)),
+            Case("patches of one feature (D=1)", _gradient_inputs(12, D=1)),
+            Case("a score that reads only the first patch", _gradient_inputs(13, reads=1))]
+
+
+def _hidden_spatial_precision():
+    # Chapter 7: mixed word order, the exact threshold, another threshold, one word, an 8 x 8
+    # grid, several hallucinated sentences.
+    return [Case("fresh random sentences", _sentence_rows(10, S=12, distinct=True)),
+            Case("words of the sentences in mixed order", _sentence_rows(11, S=5, shuffle=True)),
+            Case("a sentence whose mean mass is exactly the threshold", _threshold_case()),
+            Case("threshold=0.8", _sentence_rows(12, S=6, threshold=0.8), {"threshold": 0.8}),
+            Case("one sentence of one word", _sentence_rows(13, S=1, words=(1,))),
+            Case("an 8 x 8 patch grid", _sentence_rows(14, S=5, N=64)),
+            Case("several hallucinated sentences", _sentence_rows(15, S=6, hallucinated=3))]
+
+
+def _hidden_attention_on_mark():
+    return [Case("fresh random reports", _mark_inputs(10, B=8, T=12, N=16), grad=True),
+            Case("a single report (B=1)", _mark_inputs(11, B=1)),
+            Case("a finding word in the last row", _mark_inputs(12, B=4, last_row=True)),
+            Case("images without a mark", _mark_inputs(13, B=5, unmarked=2)),
+            Case("an 8 x 8 patch grid and a mark of one patch",
+                 _mark_inputs(14, B=4, T=10, N=64, mark_size=(1,))),
+            Case("marks of four patches", _mark_inputs(15, B=4, mark_size=(4,)))]
+
+
+
 HIDDEN = {
     "cross_attention": _hidden_cross_attention,
     "causal_attention_weights": _hidden_causal_attention_weights,
@@ -116,4 +174,10 @@ HIDDEN = {
     "finding_masks": _hidden_finding_masks,
     "cached_attention_step": _hidden_cached_attention_step,
     "pointing_game_and_mass": _hidden_pointing_game_and_mass,
+    "patch_norm_map": _hidden_patch_norm_map,
+    "rank_correlation": _hidden_rank_correlation,
+    "deletion_curve": _hidden_deletion_curve,
+    "gradient_times_input": _hidden_gradient_times_input,
+    "spatial_precision": _hidden_spatial_precision,
+    "attention_on_mark": _hidden_attention_on_mark,
 }

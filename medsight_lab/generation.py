@@ -53,7 +53,7 @@ def _start(model, image_kv, rows, max_len):
     The maps are kept position-first, (T, rows, H, N), so that each step writes one contiguous
     block; `_per_row` turns them into the public (rows, H, T, N) layout at the end."""
     cfg, device = model.config, image_kv[0][0].device
-    N = image_kv[0][0].shape[2]                 # keys are (rows, H, N, d_k)
+    N = image_kv[0][0].shape[1]                 # keys are (rows, N, D)
     tokens = torch.full((rows, max_len), cfg.pad_id, dtype=torch.long, device=device)
     tokens[:, 0] = cfg.bos_id
     attn = [torch.zeros(max_len, rows, cfg.num_heads, N, device=device)

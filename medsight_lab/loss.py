@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 
 GROUNDING_LOSSES = ("bce", "kl")
+GROUND_ROWS = ("holds", "predicts")
+GROUND_LAYERS = ("last", "all")
+GROUND_HEADS = ("mean", "each")
 
 
 def shifted_cross_entropy(logits, token_ids, pad_id=0):
@@ -29,27 +32,62 @@ def shifted_cross_entropy(logits, token_ids, pad_id=0):
                            ignore_index=pad_id)
 
 
-def grounding_loss(attn_weights, finding_masks, kind="bce"):
+def grounding_loss(attn_weights, finding_masks, kind="bce", rows="holds", layers="last",
+                   heads="mean"):
     """How far the head-averaged last-layer attention is from the grounding mask, on the tokens
     that have one.
 
     attn_weights: list of (B, H, T, N) per layer; finding_masks: (B, T, N) with 0/1 entries.
     kind="bce" (the reference): BCE between the weights and the mask normalised to sum to 1.
     kind="kl": KL(normalised mask || attention), zero exactly when the two distributions agree.
+
+    Variants (chapter 8), the reference's choice first:
+    rows="holds" supervises the row of the position that holds a finding word; rows="predicts" the
+    row before it, the one whose output predicts the word. layers="last" | "all" (the mean of the
+    per-layer losses); heads="mean" (the head-averaged map) | "each" (every head on its own).
     """
     if kind not in GROUNDING_LOSSES:
         raise ValueError(f"grounding loss must be one of {GROUNDING_LOSSES}, got {kind!r}")
-    avg_attn = attn_weights[-1].mean(dim=1)             # (B, T, N) last layer, mean over heads
-    mask_exists = finding_masks.sum(dim=-1) > 0         # (B, T) tokens that name a finding
-    if not mask_exists.any():
-        return avg_attn.sum() * 0.0
-    attn = avg_attn[mask_exists]                        # (M, N)
-    masks = finding_masks[mask_exists]
-    if kind == "bce":
-        return F.binary_cross_entropy(attn.clamp(1e-6, 1 - 1e-6),
-                                      masks / (masks.sum(dim=-1, keepdim=True) + 1e-6))
-    target = masks / masks.sum(dim=-1, keepdim=True)
-    return (torch.xlogy(target, target) - target * attn.clamp_min(1e-8).log()).sum(-1).mean()
+    for name, value, allowed in (("rows", rows, GROUND_ROWS), ("layers", layers, GROUND_LAYERS),
+                                 ("heads", heads, GROUND_HEADS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if rows == "predicts":                              # row t-1 predicts token t
+        finding_masks = torch.cat([finding_masks[:, 1:], torch.zeros_like(finding_masks[:, :1])], 1)
+    losses = []
+    for a in attn_weights[-1:] if layers == "last" else attn_weights:
+        a = a.mean(dim=1, keepdim=True) if heads == "mean" else a     # (B, h, T, N)
+        m = finding_masks[:, None].expand_as(a)
+        mask_exists = m.sum(dim=-1) > 0                 # (B, h, T) tokens that name a finding
+        if not mask_exists.any():
+            return a.sum() * 0.0
+        attn, masks = a[mask_exists], m[mask_exists]    # (M, N)
+        if kind == "bce":
+            losses.append(F.binary_cross_entropy(attn.clamp(1e-6, 1 - 1e-6),
+                                                 masks / (masks.sum(dim=-1, keepdim=True) + 1e-6)))
+        else:
+            target = masks / masks.sum(dim=-1, keepdim=True)
+            losses.append((torch.xlogy(target, target)
+                           - target * attn.clamp_min(1e-8).log()).sum(-1).mean())
+    return sum(losses) / len(losses)
+
+
+def outside_attention(attn_weights, finding_masks, token_ids=None, pad_id=0):
+    """Attention mass outside every finding, in the spirit of Ross et al. (2017) "right for the
+    right reasons": the mean, over layers, heads and (non-pad) rows of the images that have a
+    finding, of the attention that falls outside the union of that image's finding masks.
+
+    attn_weights: list of (B, H, T, N); finding_masks: (B, T, N); token_ids (B, T) to skip <pad>.
+    """
+    union = finding_masks.amax(dim=1)                   # (B, N) every finding of the image
+    rows = (union.sum(-1) > 0)[:, None].expand(finding_masks.shape[:2])      # (B, T)
+    if token_ids is not None:
+        rows = rows & (token_ids != pad_id)
+    if not rows.any():
+        return attn_weights[-1].sum() * 0.0
+    outside = [(a * (1 - union)[:, None, None]).sum(-1).transpose(1, 2)[rows].mean()
+               for a in attn_weights]                   # (B, T, H)[rows] -> mean
+    return sum(outside) / len(outside)
 
 
 def attention_entropy(attn_weights):
@@ -77,7 +115,9 @@ def _check_loss_inputs(logits, token_ids, attn_weights, finding_masks):
 
 
 def compute_loss(logits, token_ids, attn_weights, finding_masks,
-                 lambda_ground=0.1, lambda_entropy=0.01, grounding="bce", pad_id=0):
+                 lambda_ground=0.1, lambda_entropy=0.01, grounding="bce", pad_id=0,
+                 ground_rows="holds", ground_layers="last", ground_heads="mean",
+                 lambda_outside=0.0):
     """
     Compute combined training loss.
 
@@ -89,13 +129,19 @@ def compute_loss(logits, token_ids, attn_weights, finding_masks,
         lambda_ground: weight for grounding loss
         lambda_entropy: weight for entropy regularization
         grounding: "bce" (the reference's term) or "kl" (distribution matching)
+        ground_rows, ground_layers, ground_heads: `grounding_loss`'s rows / layers / heads
+        lambda_outside: weight of `outside_attention` (0: not computed), added to the total
 
     Returns:
         total_loss, ce_loss, ground_loss, entropy_loss
     """
     _check_loss_inputs(logits, token_ids, attn_weights, finding_masks)
     ce = shifted_cross_entropy(logits, token_ids, pad_id)
-    ground = grounding_loss(attn_weights, finding_masks, grounding)
+    ground = grounding_loss(attn_weights, finding_masks, grounding, ground_rows, ground_layers,
+                            ground_heads)
     entropy = attention_entropy(attn_weights)
     total = ce + lambda_ground * ground + lambda_entropy * entropy
+    if lambda_outside:
+        total = total + lambda_outside * outside_attention(attn_weights, finding_masks, token_ids,
+                                                           pad_id)
     return total, ce, ground, entropy

@@ -155,20 +155,22 @@ def finding_accuracy(labels, findings) -> float:
 
 
 @torch.no_grad()
-def free_running(model, patches, batch_size=500, num_beams=1):
-    """Reports written by `model` for `patches` (B, N, d_vision), in chunks of `batch_size`.
-
-    Returns token ids (B, T), the last layer's head-averaged cross-attention (B, T, N) and the
-    set of findings the labeler reads in each report.
-    """
-    tokenizer = Tokenizer()
+def generate_all(model, patches, batch_size=500, num_beams=1):
+    """Reports written by `model` for `patches` (B, N, d_vision), in chunks of `batch_size`:
+    token ids (B, T) and the last layer's head-averaged cross-attention (B, T, N)."""
     ids, attn = [], []
     for start in range(0, patches.shape[0], batch_size):
         out = model.generate(patches[start:start + batch_size], num_beams=num_beams)
         ids.append(out.token_ids)
         attn.append(out.cross_attention[-1].mean(1))                         # (b, T, N)
-    ids = torch.cat(ids)
-    return ids, torch.cat(attn), [label_report(tokenizer.decode(row)) for row in ids.cpu()]
+    return torch.cat(ids), torch.cat(attn)
+
+
+def free_running(model, patches, batch_size=500, num_beams=1):
+    """`generate_all`, plus the set of findings the labeler reads in each report."""
+    ids, attn = generate_all(model, patches, batch_size, num_beams)
+    tokenizer = Tokenizer()
+    return ids, attn, [label_report(tokenizer.decode(row)) for row in ids.cpu()]
 
 
 def _check_model_matches(model, dataset_size):
@@ -210,11 +212,16 @@ def majority_baseline(dataset) -> dict:
 
 @torch.no_grad()
 def evaluate(model, dataset, batch_size=500, num_beams=1) -> dict:
-    """Free-running evaluation of `model` on `dataset` (a SyntheticRadiologyDataset or a Subset).
+    """Free-running evaluation of `model` on `dataset` (a SyntheticRadiologyDataset or a Subset;
+    for a RenderedChestXrayDataset, `rendered_metrics.evaluate_rendered`).
 
     Returns exact_match, finding_accuracy, per_finding (P/R/F1), bleu4, the grounding scores of
     `grounding_scores` on the generated reports, and teacher_forced_token_accuracy (diagnostic).
     """
+    from .rendered import RenderedChestXrayDataset
+    if isinstance(getattr(dataset, "dataset", dataset), RenderedChestXrayDataset):
+        from .rendered_metrics import evaluate_rendered  # it builds on this module
+        return evaluate_rendered(model, dataset, batch_size, num_beams)
     _check_model_matches(model, len(dataset))
     device = next(model.parameters()).device
     data = as_batch(dataset, device)

@@ -86,16 +86,18 @@ def _in_jupyter_kernel() -> bool:
 
 def train(model, train_dataset, epochs=15, batch_size=32, lr=3e-4, seed=0, device=None,
           val_dataset=None, progress=True, lambda_ground=1.0, lambda_entropy=0.01,
-          grounding="kl"):
+          grounding="kl", ground_rows="holds", ground_layers="last", ground_heads="mean",
+          lambda_outside=0.0):
     """Train `model` with Adam and `compute_loss`; returns a history of per-epoch means.
 
     history: {"loss", "ce", "ground", "entropy"} (and, with `val_dataset`, "val_exact_match",
     "val_finding_accuracy", "val_pointing_game" from free-running generation), one value per epoch.
 
     The course's default grounding term is the KL one with weight 1 (chapter 4 compares it with
-    the reference's BCE at 0.1). `progress` shows each finished epoch (`EpochProgress`).
-    Shuffling uses its own generator seeded with `seed`, so a run is
-    repeatable on CPU whatever else touched the global RNG.
+    the reference's BCE at 0.1); `ground_rows`, `ground_layers`, `ground_heads` and
+    `lambda_outside` choose chapter 8's supervision variants (see `compute_loss`). `progress` shows
+    each finished epoch (`EpochProgress`). Shuffling uses its own generator seeded with `seed`, so
+    a run is repeatable on CPU whatever else touched the global RNG.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value <= 0:
@@ -125,7 +127,9 @@ def train(model, train_dataset, epochs=15, batch_size=32, lr=3e-4, seed=0, devic
             logits, attn = model(data["patches"][idx], data["token_ids"][idx])
             losses = compute_loss(logits, data["token_ids"][idx], attn, data["finding_mask"][idx],
                                   lambda_ground=lambda_ground, lambda_entropy=lambda_entropy,
-                                  grounding=grounding)
+                                  grounding=grounding, ground_rows=ground_rows,
+                                  ground_layers=ground_layers, ground_heads=ground_heads,
+                                  lambda_outside=lambda_outside)
             optimizer.zero_grad()
             losses[0].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

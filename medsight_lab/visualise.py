@@ -492,6 +492,135 @@ def plot_dataset_overview(dataset):
     return fig
 
 
+# -- the second world (chapter 7): rendered films, their masks and attention on the image ---------
+# Okabe-Ito colours (colour-blind safe), one per finding of `RENDERED_FINDINGS`.
+FINDING_COLOURS = {"cardiomegaly": "#E69F00", "nodule": "#56B4E9", "consolidation": "#009E73",
+                   "effusion": "#F0E442", "pneumothorax": "#CC79A7"}
+
+
+def _outline(ax, pixel_mask, colour, label=None):
+    mask = _as_array(pixel_mask, "pixel_mask").astype(float)
+    if mask.any():
+        ax.contour(mask, levels=[0.5], colors=[colour], linewidths=1.2)
+        if label:
+            ax.plot([], [], color=colour, label=label)
+
+
+def plot_rendered_examples(dataset, indices, reports=None, ncols=4, width=3.2):
+    """Films of a RenderedChestXrayDataset with each positive finding's pixel mask outlined in its
+    colour, and the report (or `reports[k]`, e.g. a generated one) under each. Returns the Figure."""
+    import textwrap
+    from .rendered import RENDERED_FINDINGS
+    indices = list(indices)
+    if not indices:
+        raise ValueError("indices must name at least one image")
+    nrows = math.ceil(len(indices) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * 1.45 * nrows),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (ax, i) in enumerate(zip(axes.flat, indices)):
+        ax.imshow(_as_array(dataset.images[i, 0], "image"), cmap="gray", vmin=0, vmax=1)
+        for j, f in enumerate(RENDERED_FINDINGS):
+            _outline(ax, dataset.pixel_masks[i, j], FINDING_COLOURS[f], f)
+        text = dataset.reports[i] if reports is None else reports[k]
+        ax.set_title(f"image {i}", fontsize=9)
+        ax.text(0.5, -0.03, textwrap.fill(text, 42), transform=ax.transAxes, ha="center",
+                va="top", fontsize=7)
+    handles = [plt.Line2D([], [], color=c, label=f) for f, c in FINDING_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def plot_finding_distribution(labels):
+    """Four panels from a list of label dicts (`dataset.labels`): how often each finding is
+    positive / denied / not mentioned, the side of the positive ones, the sizes, and the number of
+    findings per image. Returns the Figure."""
+    from .rendered import RENDERED_FINDINGS, SIDES, SIZES
+    if not labels:
+        raise ValueError("labels must hold at least one image's labels")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    x = np.arange(len(RENDERED_FINDINGS))
+    bottom = np.zeros(len(RENDERED_FINDINGS))
+    for status, colour in (("positive", "#D55E00"), ("negative", "#0072B2"), ("absent", "#BBBBBB")):
+        counts = np.array([sum(l[f]["status"] == status for l in labels) for f in RENDERED_FINDINGS])
+        axes[0].bar(x, counts, bottom=bottom, color=colour, label=status)
+        bottom += counts
+    axes[0].set_xticks(x, RENDERED_FINDINGS, rotation=30, ha="right")
+    axes[0].set_title("status per finding")
+    axes[0].legend(fontsize=8)
+    lateral = [f for f in RENDERED_FINDINGS if f != "cardiomegaly"]
+    for k, (side, colour) in enumerate(zip(SIDES, ("#009E73", "#CC79A7"))):
+        counts = [sum(l[f]["status"] == "positive" and l[f]["side"] == side for l in labels)
+                  for f in lateral]
+        axes[1].bar(np.arange(len(lateral)) + 0.4 * k - 0.2, counts, width=0.4, color=colour,
+                    label=side)
+    axes[1].set_xticks(np.arange(len(lateral)), lateral, rotation=30, ha="right")
+    axes[1].set_title("side of the positive findings")
+    axes[1].legend(fontsize=8)
+    names, counts = [], []
+    for f, sizes in SIZES.items():
+        for s in sizes:
+            names.append(f"{f}\n{s}")
+            counts.append(sum(l[f]["status"] == "positive" and l[f]["size"] == s for l in labels))
+    axes[2].bar(np.arange(len(names)), counts, color="#E69F00")
+    axes[2].set_xticks(np.arange(len(names)), names, fontsize=7)
+    axes[2].set_title("sizes")
+    per_image = [sum(l[f]["status"] == "positive" for f in RENDERED_FINDINGS) for l in labels]
+    axes[3].bar(range(4), [per_image.count(k) for k in range(4)], color="#56B4E9")
+    axes[3].set_xticks(range(4))
+    axes[3].set_xlabel("positive findings in the image")
+    axes[3].set_title("findings per image")
+    for ax in axes:
+        ax.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_on_image(image, attn_row, pixel_mask=None, ax=None, title=None,
+                            colour="white"):
+    """One attention distribution over the patch grid (N,), drawn over the film (1, H, W) or
+    (H, W) as a translucent heatmap, with `pixel_mask` (H, W) outlined. Returns the Axes."""
+    img = _as_array(image, "image")
+    img = img[0] if img.ndim == 3 else img
+    if img.ndim != 2:
+        raise ValueError(f"image must be (1, H, W) or (H, W), got shape {img.shape}")
+    row = _as_patch_vector(attn_row, "attn_row")
+    side = _grid_side(row.size, "attn_row")
+    if img.shape[0] % side or img.shape[1] % side:
+        raise ValueError(f"a {side}x{side} patch grid does not tile a {img.shape} image")
+    ax = _new_axes(ax, (3.2, 3.2))
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+    heat = np.kron(row.reshape(side, side), np.ones((img.shape[0] // side, img.shape[1] // side)))
+    shown = ax.imshow(heat, cmap=ATTENTION_CMAP, alpha=0.55, vmin=0, vmax=max(row.max(), 1e-6))
+    plt.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="attention")
+    if pixel_mask is not None:
+        _outline(ax, pixel_mask, colour)
+    ax.set_title(title or "attention on the image", fontsize=8)
+    ax.axis("off")
+    return ax
+
+
+def plot_sentence_attention(dataset, indices, written, max_panels=4):
+    """One panel per positive sentence the model wrote for films `indices` of a
+    RenderedChestXrayDataset (`written`: `rendered_metrics.grounded_sentences` of those films),
+    up to `max_panels`: the mean attention of the sentence's finding words over the film, with the
+    true mask of that finding outlined (none where the film does not have it). Returns the Figure."""
+    from .rendered import RENDERED_FINDINGS
+    panels = [(i, s) for i, w in zip(indices, written) for s in (w["sentences"] or [])][:max_panels]
+    if not panels:
+        raise ValueError("no positive sentence among the reports written for these films")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6),
+                             layout="constrained", squeeze=False)
+    for ax, (i, s) in zip(axes[0], panels):
+        j = RENDERED_FINDINGS.index(s["finding"])
+        side = f" ({s['label']['side']})" if s["label"]["side"] else ""
+        plot_attention_on_image(dataset.images[i], s["attention"], dataset.pixel_masks[i, j],
+                                ax=ax, title=f"film {i}: {s['finding']}{side}")
+    return fig
+
+
 # -- chapter 6: tests of explanations --------------------------------------------------------------
 _SERIES_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725", "#8c8c8c")
 

@@ -74,7 +74,7 @@ def test_no_notebook_at_all_scores_zero_with_a_message():
 def test_several_notebooks_name_their_tests_by_file():
     rows = [["02_architecture.ipynb", "causal_attention_weights", 1, 1, "✔"],
             ["03_loss.ipynb", "compute_loss", 0, 3, "✘ compute_loss: wrong."]]
-    assert list(by_name(results_json(rows))) == ["02_architecture.ipynb: causal_mask",
+    assert list(by_name(results_json(rows))) == ["02_architecture.ipynb: causal_attention_weights",
                                                  "03_loss.ipynb: compute_loss"]
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from medsight_lab.grading import EXERCISES, sandbox
 from medsight_lab.grading.release import student_notebook
+from medsight_lab.grading.runner import pack
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS = ROOT / "notebooks" / "03_loss.ipynb"
@@ -298,7 +299,8 @@ def attacked(tmp_path_factory, listener):
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "medsight_lab.grading.plugin", "--grade",
          str(folder), "--grade-output", str(out), "--grade-timeout", str(TIMEOUT_S), "-q",
-         "-p", "no:cacheprovider", "--grade-no-policy", "-n", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+         "-p", "no:cacheprovider", "--grade-no-policy", "-n", "2"], cwd=ROOT,
+        capture_output=True, text=True, timeout=600)
     seconds = time.monotonic() - started
     written = gradebook.read_bytes()
     time.sleep(2)                     # a daemon that outlived the run would write now
@@ -429,6 +431,12 @@ def test_namespaces_and_limits_from_outside():
     assert not Path(f"/proc/{inner}").exists()
 
 
+# The repository's own folder may appear (empty) when the virtualenv lives inside it, as
+# scripts/setup.sh makes it: bwrap creates the mount point's parents. What is in it must not.
+HIDDEN_FROM_SANDBOX = [str(ROOT / "notebooks"), str(ROOT / "instructor"), str(ROOT / "README.md"),
+                       str(ROOT / "medsight_lab"), "/proc/1", str(Path.home() / ".ssh")]
+
+
 def test_what_the_sandbox_can_see():
     code = ("import json, os, sys\n"
             "try:\n"
@@ -436,7 +444,7 @@ def test_what_the_sandbox_can_see():
             "    package = medsight_lab.__file__ or str(medsight_lab.__path__)\n"
             "except ImportError:\n"
             "    package = None\n"
-            f"paths = {[str(ROOT), str(ROOT / 'notebooks'), str(ROOT / 'instructor'), '/proc/1', '/work/main/medsight_lab', str(Path.home() / '.ssh')]!r}\n"
+            f"paths = {HIDDEN_FROM_SANDBOX!r}\n"
             "def writable(p):\n"
             "    try:\n"
             "        open(os.path.join(p, 'w.tmp'), 'w').close()\n"
@@ -445,6 +453,7 @@ def test_what_the_sandbox_can_see():
             "        return False\n"
             "print(json.dumps({'package': package, 'uid': os.getuid(),\n"
             "                  'seen': [p for p in paths if os.path.exists(p)],\n"
+            f"                  'root': sorted(os.listdir({str(ROOT)!r})) if os.path.isdir({str(ROOT)!r}) else [],\n"
             "                  'writable': [p for p in ['/', '/usr', '/dev', sys.prefix, '/tmp']\n"
             "                               if writable(p)]}))\n")
     process = _sandboxed(code)
@@ -453,6 +462,7 @@ def test_what_the_sandbox_can_see():
     assert seen["package"] is None, seen             # the editable install does not resolve
     assert seen["uid"] == 65534
     assert seen["seen"] == [], seen["seen"]
+    assert set(seen["root"]) <= {".venv"}, seen["root"]      # at most the venv's mount point
     assert seen["writable"] == ["/tmp"], seen["writable"]
 
 
@@ -476,3 +486,27 @@ def test_without_the_sandbox_grading_refuses_unless_told(tmp_path):
     assert "UNSAFE: --grade-unsafe" in (tmp_path / "grades" / "run_log.txt").read_text()
     with open(tmp_path / "grades" / "gradebook.csv", newline="", encoding="utf-8") as f:
         assert {r["exercise"]: int(r["points"]) for r in csv.DictReader(f)} == FULL
+
+
+@pytest.mark.parametrize("answer", [
+    b"", b"garbage", pack([1, 2], {}), pack({"defined": True, "cases": "x"}, {}),
+    pack({"defined": True, "cases": [{"status": "ok", "out": {"tensor": "nope"}}]}, {}),
+    pack({"defined": True, "cases": []}, {}),            # claims success, gives no result
+])
+def test_a_forged_or_mangled_result_fails_without_crashing(answer):
+    from medsight_lab.grading.checks import cases
+    from medsight_lab.grading.running import Settings, verdict_of
+    suites = [(s, cases("attention_entropy", s)) for s in ("visible", "hidden")]
+    passed, verdict = verdict_of("attention_entropy", answer, suites, Settings())
+    assert not passed and verdict.startswith("✘ attention_entropy"), verdict
+
+
+def test_a_failure_of_the_course_code_is_not_blamed_on_the_student():
+    from medsight_lab.grading.checks import cases
+    from medsight_lab.grading.running import Settings, verdict_of
+    from medsight_lab.grading.runner import run_exercise
+    tree, _ = run_exercise({"helpers": ["import scipy_that_is_not_there"], "answer": "",
+                            "function": "f", "cases": []}, "import torch", {}, 1.0)
+    suites = [(s, cases("compute_loss", s)) for s in ("visible", "hidden")]
+    passed, verdict = verdict_of("compute_loss", pack(tree, {}), suites, Settings())
+    assert not passed and verdict.startswith("not graded: the course's own code"), verdict

@@ -101,6 +101,20 @@ def gradient_times_input(score_fn, patches):
     return (grad * x).sum(-1)
 
 
+def spatial_precision(rows, masks, sentence, threshold=0.5):
+    precise = []
+    for s in range(int(sentence.max()) + 1):
+        mass = (rows[sentence == s] * masks[sentence == s]).sum(-1).mean()
+        precise.append(float(mass > threshold))
+    return torch.tensor(precise).mean()
+
+
+def attention_on_mark(attn, mark, words):
+    on_mark = (attn * mark.unsqueeze(1)).sum(dim=2)
+    rows, cols = words.nonzero(as_tuple=True)
+    return on_mark[rows, cols].mean(), on_mark[rows, cols - 1].mean()
+
+
 def finding_masks(token_ids, lesion_mask, grounded_ids, shift=0, every_word=False):
     grounded = (token_ids > 2) if every_word else torch.isin(token_ids, grounded_ids)
     if shift:
@@ -146,7 +160,8 @@ RIGHT = {"finding_masks": finding_masks, "cached_attention_step": cached_attenti
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass, "patch_norm_map": patch_norm_map,
          "rank_correlation": rank_correlation, "deletion_curve": deletion_curve,
-         "gradient_times_input": gradient_times_input}
+         "gradient_times_input": gradient_times_input, "spatial_precision": spatial_precision,
+         "attention_on_mark": attention_on_mark}
 
 
 def _spearman_formula(a, b):
@@ -245,6 +260,14 @@ def _weighted_terms(lo, t, a, m, lambda_ground=0.1, lambda_entropy=0.01):
     return total, ce, lambda_ground * g, lambda_entropy * e
 
 
+def _on_mark(a, m):
+    return (a * m[:, None]).sum(-1)
+
+
+def _mean_masses(r, m, s):
+    return torch.stack([(r[s == k] * m[s == k]).sum(-1).mean() for k in range(int(s.max()) + 1)])
+
+
 WRONG = [
     # finding_masks
     ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g, every_word=True),
@@ -298,6 +321,73 @@ WRONG = [
      lambda *a: cached_attention_step(*a)[0], "expected a tuple (context, k_cache, v_cache)"),
     ("cached_attention_step", "visible", lambda *a: cached_attention_step(*a, dim=-1),
      "your function raised RuntimeError on one new position on a cache of 4"),
+    # spatial_precision (chapter 7)
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1) > threshold).float().mean(),
+     "each word was scored on its own"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1).mean() > threshold).float(),
+     "averaged before the comparison"),
+    ("spatial_precision", "hidden",
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) >= threshold).float().mean(),
+     "strictly above"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: torch.stack([(r[s == k] * m[s == k]).sum(-1).max()
+                                                 for k in range(int(s.max()) + 1)]).gt(
+         threshold).float().mean(), "best word"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: torch.stack([m[s == k].gather(1, r[s == k].argmax(
+         -1, keepdim=True)).mean() for k in range(int(s.max()) + 1)]).gt(threshold).float().mean(),
+     "pointing game"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: torch.stack([((r[s == k] * m[s == k]).sum(-1) / m[s == k].sum(
+         -1).clamp_min(1)).mean() for k in range(int(s.max()) + 1)]).gt(threshold).float().mean(),
+     "divided by the mask's size"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > threshold).float().sum(),
+     "number of precise sentences"),
+    ("spatial_precision", "visible",
+     lambda r, m, s, threshold=0.5: _mean_masses(r, m, s).mean(), "returned the mean mass"),
+    ("spatial_precision", "hidden",                           # ignores the threshold argument
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > 0.5).float().mean(),
+     "wrong value on threshold=0.8"),
+    ("spatial_precision", "visible",                          # per-sentence values, not their share
+     lambda r, m, s, threshold=0.5: (_mean_masses(r, m, s) > threshold).float(),
+     "expected a single number"),
+    # attention_on_mark (chapter 8)
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        _on_mark(a, m)[w].mean(), _on_mark(a, m)[:, 1:][w[:, :-1]].mean()), "rows after the words"),
+    ("attention_on_mark", "visible", lambda a, m, w: (_on_mark(a, m)[w].mean(),) * 2,
+     "own rows again"),
+    ("attention_on_mark", "visible", lambda a, m, w: tuple(reversed(attention_on_mark(a, m, w))),
+     "return (on_words, before)"),
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        _on_mark(a, m)[w].sum(), _on_mark(a, m)[:, :-1][w[:, 1:]].sum()), "mean over the finding"),
+    ("attention_on_mark", "visible", lambda a, m, w: (_on_mark(a, m).mean(),) * 2,
+     "average over every row"),
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        torch.stack([_on_mark(a, m)[b][w[b]].mean() for b in range(len(w))]).mean(),
+        torch.stack([_on_mark(a, m)[b][:-1][w[b, 1:]].mean() for b in range(len(w))]).mean()),
+     "then the reports"),
+    ("attention_on_mark", "visible", lambda a, m, w: tuple(
+        1 - x for x in attention_on_mark(a, m, w)), "outside the mark"),
+    ("attention_on_mark", "visible", lambda a, m, w: (
+        (a * m[:, None]).amax(-1)[w].mean(), (a * m[:, None]).amax(-1)[:, :-1][w[:, 1:]].mean()),
+     "largest weight"),
+    ("attention_on_mark", "visible", lambda a, m, w: tuple(
+        x / 2.5 for x in attention_on_mark(a, m, w)), "wrong on_words on 3 reports"),
+    ("attention_on_mark", "hidden", lambda a, m, w: (
+        (a * m[:, None]).sum(-1)[w].mean() / m.sum(-1).mean(),
+        (a * m[:, None]).sum(-1)[:, :-1][w[:, 1:]].mean() / m.sum(-1).mean()),
+     "wrong on_words on fresh random reports"),
+    ("attention_on_mark", "hidden", lambda a, m, w: (
+        (a * m[:, None] / m.sum(-1).clamp_min(1)[:, None, None]).sum(-1)[w].mean(),
+        (a * m[:, None] / m.sum(-1).clamp_min(1)[:, None, None]).sum(-1)[:, :-1][w[:, 1:]].mean()),
+     "averaged the weights over the mark's patches"),
+    ("attention_on_mark", "hidden", lambda a, m, w: (          # drops words in the last row
+        _on_mark(a, m)[:, :-1][w[:, :-1]].mean(), _on_mark(a, m)[:, :-1][w[:, 1:]].mean()),
+     "wrong on_words on"),
+    ("attention_on_mark", "visible", lambda a, m, w: (_on_mark(a, m)[w],) * 2, "a single number"),
     # pointing_game_and_mass
     ("pointing_game_and_mass", "visible",
      lambda r, l: pointing_game_and_mass(r, l)[::-1], "return (pointing game, attention mass)"),
@@ -345,6 +435,8 @@ WRONG = [
      lambda p: F.one_hot(p.norm(dim=-1).argmax(-1), p.shape[1]).float(), "all the weight"),
     ("patch_norm_map", "visible", lambda p: p.norm(dim=1).softmax(-1), "shape of the map"),
     ("patch_norm_map", "visible", lambda p: ml.baselines.patch_norm_map(p), "calls medsight_lab"),
+    ("patch_norm_map", "hidden", lambda p: patch_norm_map(p).detach(),
+     "no gradient flows back to the patches"),
     # rank_correlation
     ("rank_correlation", "visible", lambda a, b: F.cosine_similarity(
         a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True), dim=-1), "Pearson"),
@@ -382,6 +474,9 @@ WRONG = [
      "expected a torch tensor"),
     ("deletion_curve", "visible", lambda s, p, r, bg: ml.sanity.deletion_curve(s, p, r, bg),
      "calls medsight_lab"),
+    ("deletion_curve", "visible",                            # the score's weights changed
+     lambda s, p, r, bg: (deletion_curve(s, p, r, bg), s.W.mul_(2))[0],
+     "changes its input (score_fn) in place"),
     # gradient_times_input
     ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "grad"), "gradient alone"),
     ("gradient_times_input", "visible", lambda s, p: _grad_only(s, p, "abs"), "absolute value"),
@@ -399,6 +494,9 @@ WRONG = [
      "expected a torch tensor"),
     ("gradient_times_input", "visible",
      lambda s, p: ml.sanity.gradient_times_input(s, p), "calls medsight_lab"),
+    ("gradient_times_input", "visible",
+     lambda s, p: (gradient_times_input(s, p), s.scale.zero_())[0],
+     "changes its input (score_fn) in place"),
 
     # exercise, suite, answer, words the verdict must contain
     ("shifted_cross_entropy", "visible", lambda lo, t, pad_id=0: _ce(lo, t, pad_id),
@@ -571,7 +669,9 @@ def test_every_known_mistake_is_exercised():
               "patch_norm_map": checks._PATCH_NORM_MISTAKES,
               "rank_correlation": checks._RANK_MISTAKES,
               "deletion_curve": checks._DELETION_MISTAKES,
-              "gradient_times_input": checks._GRADIENT_MISTAKES}
+              "gradient_times_input": checks._GRADIENT_MISTAKES,
+              "spatial_precision": checks._SPATIAL_MISTAKES,
+              "attention_on_mark": checks._MARK_MISTAKES}
     for exercise, table in tables.items():
         for message, wrong in table:
             result = run_check(exercise, wrong, "hidden")
@@ -599,6 +699,8 @@ def test_an_unknown_wrong_answer_names_the_case():
     ("grounding_loss", lambda a, m: ml.grounding_loss(a, m), "grounding_loss"),
     ("attention_entropy", ml.attention_entropy, "attention_entropy"),
     ("pointing_game_and_mass", ml.metrics.pointing_game_and_mass, "pointing_game_and_mass"),
+    ("spatial_precision", ml.rendered_metrics.spatial_precision, "spatial_precision"),
+    ("attention_on_mark", ml.shortcuts.attention_on_mark, "attention_on_mark"),
     ("cross_attention", ml.multi_head_attention, "multi_head_attention"),
     ("causal_attention_weights", lambda s: causal_attention_weights(
         s, keep=lambda T: ml.causal_mask(T)), "causal_mask"),
@@ -748,8 +850,9 @@ def test_the_hidden_cases_are_outside_the_package_and_the_release_scans_for_them
     package = Path(checks.__file__).resolve().parents[1]
     assert not checks.HIDDEN_CASES_FILE.is_relative_to(package)
     lines = hidden_case_lines(checks.HIDDEN_CASES_FILE)
-    assert len(lines) >= 7 * 4                               # every exercise has hidden cases
+    assert len(lines) >= len(EXERCISES) * 4                  # every exercise has hidden cases
     assert find_leaks(package, lines) == []                  # the package the edition ships
+    assert "def _hidden" not in Path(checks.__file__).read_text(encoding="utf-8")
     leaked = tmp_path / "medsight_lab" / "grading" / "checks.py"
     leaked.parent.mkdir(parents=True)
     leaked.write_text("x = 1\n    " + lines[0] + "\n")

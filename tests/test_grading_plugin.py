@@ -146,6 +146,17 @@ def write_submissions(folder):
         "    hit = inside[torch.arange(len(rows)), rows.argmax(-1)].float()\n"
         "    return hit.mean(), rows.masked_fill(~inside, 0).sum(-1).mean()")}),
         folder / "alice_05.ipynb")
+    # Chapter 7 trains a model on rendered films as it runs; again only the answer is graded.
+    sentences = (
+        "def spatial_precision(rows, masks, sentence, threshold=0.5):\n"
+        "    precise = []\n"
+        "    for s in range(int(sentence.max()) + 1):\n"
+        "        mass = (rows[sentence == s] * masks[sentence == s]).sum(-1).{reduce}()\n"
+        "        precise.append(float(mass > threshold))\n"
+        "    return torch.tensor(precise).mean()")
+    for name, reduce in (("bob_07.ipynb", "mean"), ("carol_07.ipynb", "max")):
+        nbformat.write(with_answers(CHAPTERS / "07_harder_world.ipynb", {
+            "spatial_precision": sentences.format(reduce=reduce)}), folder / name)
 
 
 def grade_folder(submissions, out, *extra):
@@ -328,6 +339,13 @@ def test_written_answers_of_a_submission():
 def test_a_chapter_5_submission_is_graded_without_running_the_chapter(graded):
     points, verdict = grade(graded, "alice_05.ipynb", "pointing_game_and_mass")
     assert points == 2, verdict
+
+
+def test_a_chapter_7_submission_is_graded_and_its_mistake_named(graded):
+    points, verdict = grade(graded, "bob_07.ipynb", "spatial_precision")
+    assert points == 2, verdict
+    points, verdict = grade(graded, "carol_07.ipynb", "spatial_precision")
+    assert points == 0 and "best word" in verdict, verdict
 
 
 def test_serial_and_xdist_gradebooks_are_identical(graded):

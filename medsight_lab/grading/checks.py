@@ -45,9 +45,11 @@ from .. import data as _data
 from .. import loss as _loss
 from .. import metrics as _metrics
 from .. import model as _model
+from .. import rendered_metrics as _rendered_metrics
 from .. import sanity as _sanity
+from .. import shortcuts as _shortcuts
 from .policy import answer_problem
-from .runner import Opaque, projected_gradients, tensors
+from .runner import Opaque, PatchScore, projected_gradients, tensors
 
 TIME_LIMIT_S = 10          # per call of the student's function
 ATOL, RTOL = 1e-5, 1e-4
@@ -74,6 +76,8 @@ EXERCISES = {
     "rank_correlation": Exercise("rank_correlation", 2, "06_testing_explanations"),
     "deletion_curve": Exercise("deletion_curve", 2, "06_testing_explanations"),
     "gradient_times_input": Exercise("gradient_times_input", 2, "06_testing_explanations"),
+    "spatial_precision": Exercise("spatial_precision", 2, "07_harder_world"),
+    "attention_on_mark": Exercise("attention_on_mark", 2, "08_shortcuts"),
 }
 
 
@@ -253,6 +257,80 @@ def _cases_pointing_game_and_mass():
             Case("attention rows over 9 patches", _grounding_rows(2, N=9, sizes=(2, 3)))]
 
 
+def _sentence_rows(seed, S=4, N=16, words=(1, 2, 3), hallucinated=0, shuffle=False,
+                   threshold=0.5, distinct=False):
+    """(rows, masks, sentence): S sentences of 1-3 finding words each; each sentence's attention is
+    drawn towards its mask by its own amount (and each word's a little differently), so that some
+    sentences are precise and some not, and none lies within 0.05 of the threshold (0.5 or the one
+    given, which then changes the answer); the first `hallucinated` sentences have no mask."""
+    for attempt in range(1000):
+        g = torch.Generator().manual_seed(seed * 1000 + attempt)
+        rows, masks, sentence = [], [], []
+        for s in range(S):
+            k = words[int(torch.randint(len(words), (1,), generator=g))]
+            mask = torch.zeros(N)
+            mask[torch.randperm(N, generator=g)[:int(torch.randint(2, 5, (1,), generator=g))]] = 1
+            pull = float(torch.rand(1, generator=g)) * 8 + torch.randn(k, 1, generator=g) * 2
+            rows.append((torch.randn(k, N, generator=g) + pull * mask).softmax(-1))
+            masks.append((mask * float(s >= hallucinated)).expand(k, N))
+            sentence += [s] * k
+        rows, masks, sentence = torch.cat(rows), torch.cat(masks), torch.tensor(sentence)
+        if shuffle:
+            order = torch.randperm(len(sentence), generator=g)
+            rows, masks, sentence = rows[order], masks[order], sentence[order]
+        mean = torch.zeros(S).index_add(0, sentence, (rows * masks).sum(-1)) / torch.bincount(
+            sentence, minlength=S)
+        words_mass = (rows * masks).sum(-1)
+        # clear of the threshold, per sentence and per word
+        clear = all((mean - t).abs().min() > 0.05 and (words_mass - t).abs().min() > 0.02
+                    for t in {0.5, threshold})
+        if clear and (S < 4 or _telling(rows, masks, sentence, threshold, distinct)):
+            return rows, masks, sentence
+    raise RuntimeError("no clear case drawn")  # pragma: no cover
+
+
+def _telling(rows, masks, sentence, threshold, distinct):
+    """Whether the case catches the known mistakes: the share of precise sentences differs from
+    the per-word, best-word, pointing-game, divided-mass and all-words-averaged shares (at this
+    threshold and at 0.5); `distinct`: those five also differ from each other, so that the first
+    case names each mistake rightly."""
+    S = int(sentence.max()) + 1
+    words_mass = (rows * masks).sum(-1)
+    count = torch.bincount(sentence, minlength=S)
+    per_sentence = lambda x: torch.zeros(S).index_add(0, sentence, x) / count
+    mean = per_sentence(words_mass)
+    best = torch.full((S,), -1.0).scatter_reduce(0, sentence, words_mass, "amax")
+    pointing = per_sentence(masks.gather(1, rows.argmax(-1, keepdim=True))[:, 0])
+    divided = per_sentence(words_mass / masks.sum(-1).clamp_min(1))
+    right = float((mean > threshold).float().mean())
+    shares = [[float((x > t).float().mean()) for x in (words_mass, best, pointing, divided)]
+              + [float(words_mass.mean() > t)] for t in dict.fromkeys((threshold, 0.5))]
+    wrong = {v for row in shares for v in row}
+    if threshold != 0.5:
+        # an answer that ignores the threshold argument must not pass for another mistake
+        ignored = float((mean > 0.5).float().mean())
+        if ignored in shares[0]:
+            return False
+        wrong.add(ignored)
+    return 0 < right < 1 and right not in wrong and (not distinct or len(set(shares[0])) == 5)
+
+
+def _threshold_case():
+    """Three sentences: mean mass exactly 0.5 (not precise), one above it, one outside."""
+    rows = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0],
+                         [0.0, 0.0, 1.0, 0.0]])
+    masks = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0],
+                          [1.0, 0.0, 0.0, 0.0]])
+    return rows, masks, torch.tensor([0, 0, 1, 2])
+
+
+def _cases_spatial_precision():
+    return [Case("6 sentences of 1-3 words over 16 patches", _sentence_rows(0, S=6, distinct=True)),
+            Case("5 sentences over 16 patches", _sentence_rows(1, S=5)),
+            Case("a sentence about a finding the image does not have",
+                 _sentence_rows(2, hallucinated=1))]
+
+
 def _cases_compute_loss():
     return [Case("a batch with padding and findings", _loss_inputs(0)),
             Case("a batch with padding and findings", _loss_inputs(1, B=4, T=9, N=9)),
@@ -261,8 +339,8 @@ def _cases_compute_loss():
             Case("a batch in which no image has a finding", _loss_inputs(3, findings=False))]
 
 
-# -- chapter 6 (testing explanations): inputs, visible cases, and each exercise's hidden cases in
-#    a function of its own (`_hidden_cases_<id>`), so that they can move out of the package --
+# -- chapter 6 (testing explanations) --------------------------------------------------------
+# A score function crosses the sandbox's boundary as data: every case's score is a PatchScore.
 
 def _explanation_patches(seed, B=3, N=6, D=5, bright=2):
     """(B, N, D) background-like patches, `bright` of them per image several times longer."""
@@ -274,20 +352,10 @@ def _explanation_patches(seed, B=3, N=6, D=5, bright=2):
     return patches
 
 
-def _cases_patch_norm_map(suite):
-    if suite == "visible":
-        return [Case("3 images of 6 patches", (_explanation_patches(0),)),
-                Case("2 images of 16 patches", (_explanation_patches(1, B=2, N=16, D=8),)),
-                Case("4 images with no bright patch", (_explanation_patches(2, B=4, bright=0),))]
-    return _hidden_cases_patch_norm_map()
-
-
-def _hidden_cases_patch_norm_map():
-    one_hot_like = _explanation_patches(13, B=2, N=5, D=3, bright=1) * 20
-    return [Case("fresh random patches", (_explanation_patches(10, B=5, N=16, D=64),)),
-            Case("a single image (B=1)", (_explanation_patches(11, B=1),)),
-            Case("patches of one feature (D=1)", (_explanation_patches(12, D=1),)),
-            Case("one very long patch per image", (one_hot_like,))]
+def _cases_patch_norm_map():
+    return [Case("3 images of 6 patches", (_explanation_patches(0),)),
+            Case("2 images of 16 patches", (_explanation_patches(1, B=2, N=16, D=8),)),
+            Case("4 images with no bright patch", (_explanation_patches(2, B=4, bright=0),))]
 
 
 def _rank_pairs(seed, B=3, N=7, relation="noisy"):
@@ -302,31 +370,18 @@ def _rank_pairs(seed, B=3, N=7, relation="noisy"):
     return a, b
 
 
-def _cases_rank_correlation(suite):
-    if suite == "visible":
-        return [Case("3 rows of 7 values", _rank_pairs(0)),
-                Case("a monotone transform of the same rows", _rank_pairs(1, relation="monotone")),
-                Case("5 rows of 16 values", _rank_pairs(2, B=5, N=16))]
-    return _hidden_cases_rank_correlation()
-
-
-def _hidden_cases_rank_correlation():
-    return [Case("fresh random rows", _rank_pairs(10, B=8, N=16)),
-            Case("rows in reverse order", _rank_pairs(11, relation="reversed")),
-            Case("unrelated rows", _rank_pairs(12, B=6, relation="unrelated")),
-            Case("a single row (B=1)", _rank_pairs(13, B=1)),
-            Case("rows of two values (N=2)", _rank_pairs(14, B=4, N=2))]
+def _cases_rank_correlation():
+    return [Case("3 rows of 7 values", _rank_pairs(0)),
+            Case("a monotone transform of the same rows", _rank_pairs(1, relation="monotone")),
+            Case("5 rows of 16 values", _rank_pairs(2, B=5, N=16))]
 
 
 def _patch_score(seed, N, D):
-    """A fixed score function (B, N, D) -> (B,) in which every patch counts differently, so the
+    """A fixed score in which every patch counts differently (scale between 0.5 and 1.5), so the
     order of deletion shows in the curve."""
     g = torch.Generator().manual_seed(seed)
-    w, scale = torch.randn(D, generator=g), torch.rand(N, generator=g) + 0.5
-
-    def score(patches):
-        return (torch.tanh(patches @ w) * scale).sum(-1) + patches.pow(2).mean((-2, -1))
-    return score
+    W, v = torch.randn(D, 3, generator=g), torch.randn(3, generator=g)
+    return PatchScore(W, v, torch.rand(N, generator=g) + 0.5, square=1 / D)
 
 
 def _deletion_inputs(seed, B=3, N=6, D=4):
@@ -336,49 +391,59 @@ def _deletion_inputs(seed, B=3, N=6, D=4):
             torch.randn(B, N, D, generator=g) * 0.3)
 
 
-def _cases_deletion_curve(suite):
-    if suite == "visible":
-        return [Case("3 images of 6 patches", _deletion_inputs(0)),
-                Case("2 images of 16 patches", _deletion_inputs(1, B=2, N=16, D=8)),
-                Case("4 images of 5 patches", _deletion_inputs(2, B=4, N=5))]
-    return _hidden_cases_deletion_curve()
-
-
-def _hidden_cases_deletion_curve():
-    score, patches, ranking, background = _deletion_inputs(13, B=3, N=7)
-    return [Case("fresh random inputs", _deletion_inputs(10, B=5, N=16, D=8)),
-            Case("a single image (B=1)", _deletion_inputs(11, B=1)),
-            Case("images of two patches (N=2)", _deletion_inputs(12, B=3, N=2)),
-            Case("a ranking on another scale (negative values)",
-                 (score, patches, ranking * 50 - 100, background))]
+def _cases_deletion_curve():
+    return [Case("3 images of 6 patches", _deletion_inputs(0)),
+            Case("2 images of 16 patches", _deletion_inputs(1, B=2, N=16, D=8)),
+            Case("4 images of 5 patches", _deletion_inputs(2, B=4, N=5))]
 
 
 def _gradient_inputs(seed, B=3, N=6, D=4, reads=None):
     """(score_fn, patches): a smooth nonlinear score of each image; `reads` limits it to the
-    first patches (the others get a zero gradient)."""
+    first patches (scale 0 for the others, which get a zero gradient)."""
     g = torch.Generator().manual_seed(seed + 200)
     W, v = torch.randn(D, 3, generator=g), torch.randn(3, generator=g)
-    keep = N if reads is None else reads
-
-    def score(patches):
-        read = patches[:, :keep]
-        return (torch.tanh(read @ W) @ v).sum(-1) + read.pow(2).sum((-2, -1)) / 10
-    return score, _explanation_patches(seed, B, N, D)
+    scale = (torch.arange(N) < (N if reads is None else reads)).float()
+    return PatchScore(W, v, scale, square=0.1), _explanation_patches(seed, B, N, D)
 
 
-def _cases_gradient_times_input(suite):
-    if suite == "visible":
-        return [Case("3 images of 6 patches", _gradient_inputs(0)),
-                Case("2 images of 16 patches", _gradient_inputs(1, B=2, N=16, D=8)),
-                Case("a score that reads only the first 3 patches", _gradient_inputs(2, reads=3))]
-    return _hidden_cases_gradient_times_input()
+def _cases_gradient_times_input():
+    return [Case("3 images of 6 patches", _gradient_inputs(0)),
+            Case("2 images of 16 patches", _gradient_inputs(1, B=2, N=16, D=8)),
+            Case("a score that reads only the first 3 patches", _gradient_inputs(2, reads=3))]
 
 
-def _hidden_cases_gradient_times_input():
-    return [Case("fresh random inputs", _gradient_inputs(10, B=5, N=16, D=8)),
-            Case("a single image (B=1)", _gradient_inputs(11, B=1)),
-            Case("patches of one feature (D=1)", _gradient_inputs(12, D=1)),
-            Case("a score that reads only the first patch", _gradient_inputs(13, reads=1))]
+# -- chapter 8 (shortcuts) -----------------------------------------------------------------
+def _mark_inputs(seed, B=3, T=8, N=9, mark_size=(2, 3), unmarked=0, consecutive=False,
+                 last_row=False):
+    """(attn, mark, words) of chapter 8's exercise: B maps (T, N) drawn towards each image's mark
+    by their own amount, a mark of 2-3 patches (none on the last `unmarked` images), and 1-3
+    finding words per image in rows 1..T-1 (a run of consecutive rows with `consecutive`, the last
+    row among them with `last_row`); images get different numbers of words."""
+    g = torch.Generator().manual_seed(seed)
+    mark = torch.zeros(B, N)
+    for b in range(B - unmarked):
+        size = mark_size[int(torch.randint(len(mark_size), (1,), generator=g))]
+        mark[b, torch.randperm(N, generator=g)[:size]] = 1.0
+    pull = torch.rand(B, T, 1, generator=g) * 4
+    attn = (torch.randn(B, T, N, generator=g) + pull * mark[:, None]).softmax(-1)
+    words = torch.zeros(B, T, dtype=torch.bool)
+    for b in range(B):
+        k = 1 + b % 3
+        if consecutive or last_row:
+            start = T - k if last_row else int(torch.randint(1, T - k + 1, (1,), generator=g))
+            words[b, start:start + k] = True
+        else:
+            words[b, 1 + torch.randperm(T - 1, generator=g)[:k]] = True
+    return attn, mark, words
+
+
+def _cases_attention_on_mark():
+    return [Case("3 reports of 8 rows over 9 patches", _mark_inputs(0)),
+            Case("5 reports whose finding words are consecutive",
+                 _mark_inputs(1, B=5, consecutive=True)),
+            Case("4 reports over 16 patches", _mark_inputs(2, B=4, N=16))]
+
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -796,6 +861,97 @@ _GRADIENT_MISTAKES = [
 ]
 
 
+def _sentence_mass(rows, masks, sentence, reduce="mean"):
+    """Per sentence, the mean (or max) over its words of the attention mass inside the mask."""
+    mass = (rows * masks).sum(-1)
+    S = int(sentence.max()) + 1
+    if reduce == "max":
+        return torch.full((S,), -1.0).scatter_reduce(0, sentence, mass, "amax")
+    return torch.zeros(S).index_add(0, sentence, mass) / torch.bincount(sentence, minlength=S)
+
+
+def _per_sentence(words_value, sentence):
+    S = int(sentence.max()) + 1
+    return torch.zeros(S).index_add(0, sentence, words_value) / torch.bincount(sentence, minlength=S)
+
+
+_SPATIAL_MISTAKES = [
+    ("each word was scored on its own: a sentence is precise when the *mean* mass of its words "
+     "is above the threshold, so average per sentence before comparing",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1) > threshold).float().mean()),
+    ("a mass of exactly the threshold counts as precise: the rule is strictly above",
+     lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s) >= threshold).float().mean()),
+    ("each sentence was judged by its best word (max): use the mean over its words",
+     lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s, "max") > threshold).float().mean()),
+    ("the most-attended patch (the pointing game) decided: spatial precision asks how much "
+     "attention lies inside the mask",
+     lambda r, m, s, threshold=0.5: (_per_sentence(
+         m.gather(1, r.argmax(-1, keepdim=True))[:, 0], s) > threshold).float().mean()),
+    ("the mass was divided by the mask's size: it is the sum of the weights inside the mask",
+     lambda r, m, s, threshold=0.5: (_per_sentence(
+         (r * m).sum(-1) / m.sum(-1).clamp_min(1), s) > threshold).float().mean()),
+    ("returned the number of precise sentences: return their share",
+     lambda r, m, s, threshold=0.5: (_sentence_mass(r, m, s) > threshold).float().sum()),
+    ("returned the mean mass: each sentence counts 1 if precise, 0 if not",
+     lambda r, m, s, threshold=0.5: _sentence_mass(r, m, s).mean()),
+    ("the masses of all sentences were averaged before the comparison: decide for each sentence, "
+     "then take the share of precise sentences",
+     lambda r, m, s, threshold=0.5: ((r * m).sum(-1).mean() > threshold).float()),
+]
+
+
+def _mark_mass(attn, mark, reduce="sum"):
+    on = attn * mark[:, None]
+    if reduce == "max":
+        return on.amax(-1)
+    if reduce == "mean":
+        return on.sum(-1) / mark.sum(-1, keepdim=True).clamp_min(1)
+    return on.sum(-1)
+
+
+def _shift(words, rows=-1):
+    """The rows `rows` away from the finding words (-1: the rows before them)."""
+    out = torch.zeros_like(words)
+    if rows < 0:
+        out[:, :rows] = words[:, -rows:]
+    else:
+        out[:, rows:] = words[:, :-rows]
+    return out
+
+
+def _per_image_mean(mass, rows):
+    per_image = (mass * rows).sum(1) / rows.sum(1).clamp_min(1)
+    return per_image[rows.any(1)].mean()
+
+
+_MARK_MISTAKES = [
+    ("the second value reads the rows after the words: the row that predicts the word at t is "
+     "row t-1, so take the rows just before the finding words",
+     lambda a, m, w: (_mark_mass(a, m)[w].mean(), _mark_mass(a, m)[_shift(w, 1)].mean())),
+    ("the second value is the words' own rows again: shift one row earlier, to the row that "
+     "predicts each word", lambda a, m, w: (_mark_mass(a, m)[w].mean(),) * 2),
+    ("returned (before, on_words): return (on_words, before)",
+     lambda a, m, w: (_mark_mass(a, m)[_shift(w)].mean(), _mark_mass(a, m)[w].mean())),
+    ("you sum the mass over the words: take its mean over the finding words",
+     lambda a, m, w: (_mark_mass(a, m)[w].sum(), _mark_mass(a, m)[_shift(w)].sum())),
+    ("you average over every row: only the finding words' rows (and the rows just before them) "
+     "count", lambda a, m, w: (_mark_mass(a, m).mean(), _mark_mass(a, m).mean())),
+    ("you average each report's words, then the reports: average over all the finding words of "
+     "the batch at once (a report with more words counts more)",
+     lambda a, m, w: (_per_image_mean(_mark_mass(a, m), w),
+                      _per_image_mean(_mark_mass(a, m), _shift(w)))),
+    ("you measured the attention outside the mark: the mass on the mark is the sum of the "
+     "weights on its patches",
+     lambda a, m, w: ((1 - _mark_mass(a, m))[w].mean(), (1 - _mark_mass(a, m))[_shift(w)].mean())),
+    ("you took the largest weight on the mark: the mass is the *sum* of the weights on its "
+     "patches", lambda a, m, w: (_mark_mass(a, m, "max")[w].mean(),
+                                 _mark_mass(a, m, "max")[_shift(w)].mean())),
+    ("you averaged the weights over the mark's patches: the mass is their sum",
+     lambda a, m, w: (_mark_mass(a, m, "mean")[w].mean(),
+                      _mark_mass(a, m, "mean")[_shift(w)].mean())),
+]
+
+
 def _mistake(mistakes, out, reference, args, kwargs=None):
     """The message of the first known mistake whose output `out` matches, else None."""
     for message, wrong in mistakes:
@@ -909,7 +1065,7 @@ _SPECS = {
         _mistakes(_POINTING_MISTAKES)),
     "patch_norm_map": _Spec(
         lambda p: _baselines.patch_norm_map(p), _cases_patch_norm_map, ("map",), ("(B, N)",),
-        ("patches",), (), _mistakes(_PATCH_NORM_MISTAKES)),
+        ("patches",), (0,), _mistakes(_PATCH_NORM_MISTAKES)),
     "rank_correlation": _Spec(
         lambda a, b: _sanity.rank_correlation(a, b), _cases_rank_correlation,
         ("correlation",), ("(B,)",), ("a", "b"), (), _mistakes(_RANK_MISTAKES)),
@@ -920,6 +1076,14 @@ _SPECS = {
     "gradient_times_input": _Spec(
         lambda s, p: _sanity.gradient_times_input(s, p), _cases_gradient_times_input,
         ("map",), ("(B, N)",), ("score_fn", "patches"), (), _mistakes(_GRADIENT_MISTAKES)),
+    "spatial_precision": _Spec(
+        lambda r, m, s, threshold=0.5: _rendered_metrics.spatial_precision(r, m, s, threshold),
+        _cases_spatial_precision, ("spatial precision",), ("a scalar",),
+        ("rows", "masks", "sentence"), (), _mistakes(_SPATIAL_MISTAKES)),
+    "attention_on_mark": _Spec(
+        lambda a, m, w: _shortcuts.attention_on_mark(a, m, w), _cases_attention_on_mark,
+        ("on_words", "before"), ("a scalar", "a scalar"), ("attn", "mark", "words"), (0,),
+        _mistakes(_MARK_MISTAKES)),
 }
 assert _SPECS.keys() == EXERCISES.keys()
 
@@ -1037,7 +1201,8 @@ _GUARDED = [(_data, "finding_masks"), (_model, "multi_head_attention"), (_model,
             (_loss, "attention_entropy"), (_loss, "compute_loss"),
             (_metrics, "pointing_game_and_mass"), (_baselines, "patch_norm_map"),
             (_sanity, "rank_correlation"), (_sanity, "deletion_curve"),
-            (_sanity, "gradient_times_input")]
+            (_sanity, "gradient_times_input"), (_rendered_metrics, "spatial_precision"),
+            (_shortcuts, "attention_on_mark")]
 _called_references: list = []
 
 
@@ -1122,6 +1287,8 @@ def call_in_process(spec, fn, case):
 # ---------------------------------------------------------------------------------------------
 
 def _clone(x, requires_grad=False):
+    if isinstance(x, PatchScore):     # a copy, so that a change the answer makes to it shows
+        return PatchScore(*(t.detach().clone() for t in tensors(x)), x.square)
     if isinstance(x, torch.Tensor):
         x = x.detach().clone()
         return x.requires_grad_() if requires_grad and x.is_floating_point() else x

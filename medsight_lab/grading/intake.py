@@ -74,7 +74,11 @@ def take_in(submissions, staging):
             while name in taken:                       # two names that became the same
                 name = name[:-len(".ipynb")] + "_2.ipynb"
             taken.add(name)
-            _copy_regular_file(entry.path, staging / name)
+            try:
+                _copy_regular_file(entry.path, staging / name)
+            except OSError as err:                     # unreadable, or swapped for a link
+                refused.append(Refused(name, f"refused: could not be read ({err.strerror})"))
+                continue
             staged.append(name)
     return staged, refused
 

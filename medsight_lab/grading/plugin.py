@@ -209,6 +209,17 @@ class Submission(pytest.File):
     _verdicts = None
 
     def collect(self):
+        """The exercises' items; a file that breaks the reading becomes one failing item, so that
+        one mangled notebook never stops the grading of the others."""
+        try:
+            items = list(self._collect())
+        except Exception as err:  # any defect of the file itself: report it, grade the rest
+            problem = (f"not a gradable notebook ({type(err).__name__}): hand in the notebook as "
+                       "Jupyter saved it")
+            items = [Unusable.from_parent(self, name="submission", reason=problem)]
+        yield from items
+
+    def _collect(self):
         grader = self.config.pluginmanager.get_plugin(GRADER)
         self.grader, name = grader, self.path.name
         nb, problem = intake.read_submission(self.path)
@@ -226,7 +237,7 @@ class Submission(pytest.File):
         else:
             self.answers, self.problems = intake.answer_sources(nb, chapter.answers)
         for order, exercise in enumerate(chapter.exercises):
-            yield Exercise.from_parent(self, name=exercise, order=order,
+            yield ExerciseItem.from_parent(self, name=exercise, order=order,
                                        max_points=chapter.exercises[exercise], submission=name)
 
     def verdicts(self):
@@ -242,7 +253,10 @@ class GradeFailure(Exception):
     """An exercise that did not earn its points; pytest shows the verdict."""
 
 
-class Exercise(pytest.Item):
+class ExerciseItem(pytest.Item):
+    """One exercise of one submission: its row, and a failure showing the verdict if it lost
+    points."""
+
     def __init__(self, *, order, max_points, submission, **kwargs):
         super().__init__(**kwargs)
         self.order, self.max_points, self.submission = order, max_points, submission

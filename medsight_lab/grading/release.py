@@ -5,14 +5,14 @@
 
 In each notebook an answer cell keeps its signature and docstring and the region between
 `### BEGIN SOLUTION` and `### END SOLUTION` becomes `raise NotImplementedError(...)`; check cells
-lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region (the hidden cases themselves
-live in the instructor's `instructor/hidden_cases.py`, which is never copied); every output is cleared and
-only metadata that cannot hold solution text is kept; MyST-only markup in the markdown cells becomes
-plain Markdown (`plain_markdown.py`), since students read the notebooks in Jupyter front-ends
-that may not render MyST (the HTML book is built from the MyST cells). Running it twice gives
-identical bytes.
-Before returning, the notebooks and the HTML are searched for the solution lines, and the whole
-edition (package included) for the lines of the hidden cases.
+lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region (the hidden cases
+themselves live in the instructor's `instructor/hidden_cases.py`, which is never copied); every
+output is cleared and only metadata that cannot hold solution text is kept; MyST-only markup in
+the markdown cells becomes plain Markdown (`plain_markdown.py`), since students read the notebooks
+in Jupyter front-ends that may not render MyST (the HTML book is built from the MyST cells).
+Running it twice gives identical bytes. Before returning, the notebooks and the HTML are searched
+for the solution lines, and the whole edition (package included) for the lines of the hidden
+cases.
 
 The edition also carries the course package (`medsight_lab/` and `pyproject.toml`), so that
 students can install it from the edition alone. The package holds the course's implementation of
@@ -88,10 +88,11 @@ use so that you can go on when you are stuck; an answer that calls it earns no m
 - Each exercise is a function whose body reads `raise NotImplementedError(...)`: replace those
   lines with your code, keeping the function's name and signature.
 - Run the check cell below it: it prints one line, `✔` when your answer is right, or `✘` and
-  what to fix. At grading time further (hidden) tests run on your answers.
+  what to fix. It runs the visible tests only: at grading time further (hidden) tests, which
+  exist only on your instructor's machine, run on your answers.
 - Hand in the notebooks themselves (`.ipynb`). Do not delete, split or duplicate the answer
-  cells, and do not edit the locked check cells: grading runs your answer cells inside the
-  course's own copy of each chapter.
+  cells: grading takes only your answer cells and runs each exercise on its own, in an isolated
+  process, without the rest of the chapter.
 - Each chapter ends with questions: write your answers in the cell below them (*Write your
   answer here.*). The check cells do not mark them; your instructor says whether they count.
 - The book's HTML version is in `_build/html/index.html` (when it was built).

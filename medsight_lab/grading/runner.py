@@ -49,8 +49,12 @@ MAX_RESULT_BYTES = 64 << 20   # one exercise's encoded result
 
 def encode(value, arrays, prefix, depth=0):
     """A JSON-able description of `value`; its tensors go into `arrays` under keys from `prefix`.
-    Anything else (an object of the student's own making) is described by its type's name, so
-    that nothing the grader decodes can run code."""
+    A `PatchScore` travels as its tensors. Anything else (an object of the student's own making,
+    any other function) is described by its type's name, so that nothing decoded runs code of
+    the sender's choosing."""
+    if isinstance(value, PatchScore):        # a score function, as the data that defines it
+        return {"callable": {"name": "patch_score", "args": encode(
+            [value.W, value.v, value.scale, value.square], arrays, prefix, depth + 1)}}
     if isinstance(value, torch.Tensor):
         try:
             data = value.detach().cpu()
@@ -74,7 +78,8 @@ def encode(value, arrays, prefix, depth=0):
 
 
 def decode(obj, arrays):
-    """The inverse of `encode`: tensors, tuples, lists and plain values; `Opaque` for the rest."""
+    """The inverse of `encode`: tensors, tuples, lists, plain values and `PatchScore`s; `Opaque`
+    for the rest. Raises ValueError on anything `encode` does not write."""
     if not isinstance(obj, dict) or len(obj) != 1:
         raise ValueError(f"not an encoded value: {str(obj)[:80]}")
     (kind, content), = obj.items()
@@ -87,9 +92,53 @@ def decode(obj, arrays):
         if content is not None and type(content) not in (bool, int, float):
             raise ValueError(f"not a plain value: {type(content).__name__}")
         return content
+    if kind == "callable":         # the one callable family there is; its code is ours
+        if not isinstance(content, dict) or set(content) != {"name", "args"} \
+                or content["name"] != "patch_score":
+            raise ValueError(f"not an encoded score function: {str(content)[:80]}")
+        args = decode(content["args"], arrays)
+        if not isinstance(args, list) or len(args) != 4:
+            raise ValueError("an encoded patch_score has 4 arguments (W, v, scale, square)")
+        return PatchScore(*args)
     if kind == "other":
         return Opaque(str(content))
     raise ValueError(f"unknown kind {kind!r}")
+
+
+class PatchScore:
+    """A score of each image's patches, defined by data so that it can cross the sandbox's
+    boundary (an exercise that takes a score function gets one of these). For patches P (B, N, D):
+
+        score(P) = sum_n scale[n] * (tanh(P[:, n] @ W) @ v + square * |P[:, n]|^2)   -> (B,)
+
+    with W (D, K), v (K,), scale (N,) and `square` a number. It is smooth, each image's score
+    depends on its own patches only, and scale[n] = 0 makes patch n count for nothing."""
+
+    def __init__(self, W, v, scale, square=0.0):
+        for name, t, dim in (("W", W, 2), ("v", v, 1), ("scale", scale, 1)):
+            if not isinstance(t, torch.Tensor) or t.dim() != dim or not t.is_floating_point():
+                raise ValueError(f"PatchScore: {name} must be a {dim}-d float tensor, got "
+                                 f"{getattr(t, 'shape', type(t).__name__)}")
+        if W.shape[1] != v.shape[0]:
+            raise ValueError(f"PatchScore: W (D, K) and v (K,) disagree: {tuple(W.shape)} and "
+                             f"{tuple(v.shape)}")
+        if type(square) not in (int, float) or not math.isfinite(square):
+            raise ValueError(f"PatchScore: square must be a finite number, got {square!r}")
+        self.W, self.v, self.scale, self.square = W, v, scale, float(square)
+
+    def __call__(self, patches):
+        N, D = self.scale.shape[0], self.W.shape[0]
+        if not isinstance(patches, torch.Tensor) or patches.dim() != 3 \
+                or tuple(patches.shape[1:]) != (N, D):
+            raise ValueError(f"score_fn expects patches of shape (B, {N}, {D}), got "
+                             f"{getattr(patches, 'shape', type(patches).__name__)}")
+        W, v, scale = (t.to(patches) for t in (self.W, self.v, self.scale))
+        per_patch = torch.tanh(patches @ W) @ v + self.square * patches.pow(2).sum(-1)
+        return (per_patch * scale).sum(-1)
+
+    def __repr__(self):
+        (D, K), N = self.W.shape, self.scale.shape[0]
+        return f"PatchScore(N={N}, D={D}, K={K}, square={self.square:g})"
 
 
 class Opaque:
@@ -115,9 +164,11 @@ def unpack(data):
 
 
 def tensors(x):
-    """The tensors in `x` (a tensor, or nested tuples/lists), in order."""
+    """The tensors in `x` (a tensor, a PatchScore, or nested tuples/lists), in order."""
     if isinstance(x, torch.Tensor):
         return [x]
+    if isinstance(x, PatchScore):           # so that the in-place check sees its weights too
+        return [x.W, x.v, x.scale]
     if isinstance(x, (list, tuple)):
         return [t for item in x for t in tensors(item)]
     return []
@@ -186,9 +237,12 @@ def _call_case(fn, case, arrays, call_limit, prefix, out_arrays):
 def run_exercise(exercise, preamble, arrays, call_limit):
     """(tree, arrays) of one exercise's results; runs in the forked child."""
     namespace = {"__name__": "__answer__", "__builtins__": __builtins__}
-    exec(compile(preamble, "<chapter imports>", "exec"), namespace)
-    for source in exercise["helpers"]:             # the reference answers it may call
-        exec(compile(source, "<reference>", "exec"), namespace)
+    try:                  # the course's code: a failure here is not the student's
+        exec(compile(preamble, "<chapter imports>", "exec"), namespace)
+        for source in exercise["helpers"]:             # the reference answers it may call
+            exec(compile(source, "<reference>", "exec"), namespace)
+    except Exception as err:  # noqa: BLE001 - reported to the grader as the course's failure
+        return {"setup_error": _error(err)}, {}
     result = {"cell_error": None, "cell_timeout": False, "defined": False, "cases": []}
     signal.setitimer(signal.ITIMER_REAL, call_limit)
     try:

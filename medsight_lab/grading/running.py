@@ -6,13 +6,13 @@ answer may rely on (`import torch.nn.functional as F`) and the names it binds to
 
 `grade(chapter, answers, problems, settings)` judges one submission's answers: a missing answer,
 or one the static answer policy refuses (policy.py: a first filter that names a rule; the sandbox,
-not the policy, is what contains an answer), gets its verdict without running; the others go to ONE sandboxed runner
-(sandbox.py, runner.py) that execs each answer cell in a fresh namespace, with the chapter's
-imports and the *reference* answers of the chapter's earlier exercises (so compute_loss is judged
-on its own, whatever the student's shifted_cross_entropy does), and calls the student's function
-on the visible and hidden cases. The grader writes the inputs, computes the expected values
-itself, and judges the returned data with checks.judge_suite: the verdicts of check(), never a
-line the student's code printed.
+not the policy, is what contains an answer), gets its verdict without running; the others go to
+ONE sandboxed runner (sandbox.py, runner.py), one exercise at a time. The runner execs each answer
+cell in a fresh namespace, with the chapter's imports and the *reference* answers of the
+chapter's earlier exercises (so compute_loss is judged on its own, whatever the student's
+shifted_cross_entropy does), and calls the student's function on the visible and hidden cases.
+The grader sends the inputs, computes the expected values itself, and judges the returned data
+with checks.judge_suite: the verdicts of check(), never a line the student's code printed.
 """
 
 from __future__ import annotations
@@ -145,17 +145,20 @@ def _message(chapter, exercise, source, suites, settings):
     return runner.pack(job, arrays)
 
 
-UNREADABLE = {"runner_error": {"type": "unreadable", "message": "its results could not be read "
-                                "back (did your code write to the runner's result channel?)"}}
+UNREADABLE = ("its results could not be read back (did your code write to the runner's result "
+              "channel?)")
 
 
-def _answer(data):
-    """(tree, arrays) of one runner answer; bytes a student's code slipped into its own result
-    spoil that result only."""
+def verdict_of(exercise, answer, suites, settings):
+    """(passed, verdict) from the runner's answer (bytes) for one exercise. Bytes that a
+    student's code slipped into, or forged as, its own result spoil that result only: whatever
+    they are, they fail."""
     try:
-        return runner.unpack(data)
-    except Exception:  # noqa: BLE001 - bytes the grader cannot read are no result
-        return UNREADABLE, {}
+        tree, arrays = runner.unpack(answer)
+        return _verdict(exercise, checks.EXERCISES[exercise].function, tree, arrays, suites,
+                        settings)
+    except Exception:  # noqa: BLE001 - a result the grader cannot read is no result
+        return False, f"✘ {exercise}: {UNREADABLE}."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +185,11 @@ def _outcome(entry, arrays, case, settings):
 
 def _verdict(exercise, function, tree, arrays, suites, settings):
     """(passed, verdict) from one exercise's result tree."""
+    if tree.get("setup_error"):
+        error = tree["setup_error"]
+        return False, (f"not graded: the course's own code for this exercise failed in the "
+                       f"sandbox ({error.get('type')}: {error.get('message')}); tell the course's "
+                       "maintainers, and grade again once it is fixed")
     if tree.get("exercise_timeout"):
         return False, (f"✘ {exercise}: did not finish within {settings.exercise_timeout:g} s (an "
                        "infinite loop, or an answer that ignores the time limit?).")
@@ -242,12 +250,10 @@ def grade(chapter, answers, problems, settings=Settings()):
     budget = STARTUP_S + len(to_run) * (settings.exercise_timeout + 5)
     started = time.monotonic()
     run = sandbox.run(messages, budget, settings.limits, unsafe=settings.unsafe)
-    frames = [_answer(data) for data in run.answers]
     for number, exercise in enumerate(to_run):
-        if number < len(frames):
-            tree, out_arrays = frames[number]
-            passed, verdict = _verdict(exercise, checks.EXERCISES[exercise].function, tree,
-                                       out_arrays, suites[exercise], settings)
+        if number < len(run.answers):
+            passed, verdict = verdict_of(exercise, run.answers[number], suites[exercise],
+                                         settings)
             verdicts[exercise] = (chapter.exercises[exercise] if passed else 0, verdict)
             continue
         if run.too_large:
