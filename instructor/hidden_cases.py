@@ -16,6 +16,16 @@ from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _d
                                          _grounding_inputs, _grounding_rows, _loss_inputs,
                                          _mark_inputs, _rank_pairs, _scores, _sentence_rows,
                                          _threshold_case)
+from medsight_lab.grading.checks import _cache_inputs, _mask_inputs
+
+
+def _hidden_finding_masks():
+    return [Case("fresh random reports", _mask_inputs(10, B=8, T=12, N=9, G=7, V=30)),
+            Case("the course's reports", _mask_inputs(11, B=12, T=20, reports=True)),
+            Case("a single image (B=1)", _mask_inputs(12, B=1, normal_rows=())),
+            Case("no grounded words", _mask_inputs(13, G=0)),
+            Case("every word grounded", _mask_inputs(14, V=8, G=5)),
+            Case("more patches than tokens (N > T)", _mask_inputs(15, T=5, N=25))]
 
 
 def _hidden_cross_attention():
@@ -65,6 +75,16 @@ def _hidden_attention_entropy():
             Case("a single head (H=1)", _entropy_inputs(13, H=1)),
             Case("a single layer", _entropy_inputs(14, layers=1)),
             Case("two positions (T=2)", _entropy_inputs(15, T=2))]
+
+
+def _hidden_cached_attention_step():
+    return [Case("fresh random inputs", _cache_inputs(10, B=3, H=4, S=6, d_k=16), grad=True),
+            Case("two new positions on a cache of 3", _cache_inputs(11, S=3, T=2), grad=True),
+            Case("a single image and head (B=1, H=1)", _cache_inputs(12, B=1, H=1, S=7)),
+            Case("four new positions on an empty cache (S=0)", _cache_inputs(13, S=0, T=4)),
+            Case("a long cache (S=19)", _cache_inputs(14, S=19)),
+            Case("queries with large values", tuple(t * (8 if i == 0 else 1) for i, t in
+                                                    enumerate(_cache_inputs(15, S=5))))]
 
 
 def _hidden_pointing_game_and_mass():
@@ -151,6 +171,8 @@ HIDDEN = {
     "grounding_loss": _hidden_grounding_loss,
     "attention_entropy": _hidden_attention_entropy,
     "compute_loss": _hidden_compute_loss,
+    "finding_masks": _hidden_finding_masks,
+    "cached_attention_step": _hidden_cached_attention_step,
     "pointing_game_and_mass": _hidden_pointing_game_and_mass,
     "patch_norm_map": _hidden_patch_norm_map,
     "rank_correlation": _hidden_rank_correlation,

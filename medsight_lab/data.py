@@ -57,6 +57,17 @@ GROUNDED_WORDS = frozenset({
     "heart", "enlarged", "cardiomegaly", "pneumothorax",
 })
 
+def finding_masks(token_ids, lesion_mask, grounded_ids) -> torch.Tensor:
+    """The grounding target: (B, T) token ids, (B, N) 0/1 lesion masks and the ids of the
+    grounded words -> (B, T, N) float. Row t (the token read at position t) is the image's lesion
+    mask when token t is a grounded word, else zeros; an image without a lesion has no target."""
+    if (token_ids.dim(), lesion_mask.dim()) != (2, 2) or len(token_ids) != len(lesion_mask):
+        raise ValueError(f"expected token_ids (B, T) and lesion_mask (B, N) with the same B, got "
+                         f"{tuple(token_ids.shape)} and {tuple(lesion_mask.shape)}")
+    grounded = torch.isin(token_ids, grounded_ids.to(token_ids.device)).float()      # (B, T)
+    return grounded[:, :, None] * lesion_mask.float()[:, None, :]
+
+
 _WORD = re.compile(r"[a-z]+|[.,\-]")
 
 
@@ -193,8 +204,7 @@ class SyntheticRadiologyDataset(Dataset):
                     * lesion_scale
                 self.lesion_mask[i, p] = 1.0
         self.token_ids = torch.stack([self._report_ids[k] for k in self.finding_idx.tolist()])
-        grounded = torch.isin(self.token_ids, grounded_ids).float()             # (n, T)
-        self.finding_mask = grounded[:, :, None] * self.lesion_mask[:, None, :]  # (n, T, N)
+        self.finding_mask = finding_masks(self.token_ids, self.lesion_mask, grounded_ids)
 
     def __len__(self):
         return self.n_samples

@@ -108,6 +108,31 @@ def multi_head_attention(query, key, value, num_heads, mask=None):
     return merge_heads(context), weights
 
 
+def cached_attention_step(q_new, k_cache, v_cache, k_new, v_new):
+    """One step of self-attention with a key/value cache (per head, already split).
+
+    q_new, k_new, v_new: (B, H, T, d_k), the T newest positions (T = 1 in a generation step);
+    k_cache, v_cache: (B, H, S, d_k), the S earlier positions' keys and values (S may be 0).
+    The new keys and values are appended to the cache along the positions (dim 2), and each new
+    query attends over every cached position and the new positions up to its own: new position i
+    sits at S + i. Returns context (B, H, T, d_k) and the extended caches (B, H, S + T, d_k).
+    """
+    for name, t in (("q_new", q_new), ("k_cache", k_cache), ("v_cache", v_cache),
+                    ("k_new", k_new), ("v_new", v_new)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise ValueError(f"{name} must be a (B, H, positions, d_k) tensor")
+    if k_new.shape != q_new.shape or v_new.shape != q_new.shape \
+            or k_cache.shape != v_cache.shape or k_cache.shape[:2] != q_new.shape[:2] \
+            or k_cache.shape[3] != q_new.shape[3]:
+        raise ValueError("q_new, k_new, v_new must share one shape (B, H, T, d_k), and k_cache, "
+                         "v_cache one shape (B, H, S, d_k) with the same B, H, d_k")
+    k, v = torch.cat([k_cache, k_new], dim=2), torch.cat([v_cache, v_new], dim=2)
+    S, T = k_cache.shape[2], q_new.shape[2]
+    allowed = torch.ones(T, S + T, dtype=torch.bool, device=q_new.device).tril(diagonal=S)
+    context, _ = attention(q_new, k, v, allowed)
+    return context, k, v
+
+
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention over the report tokens, with a key/value cache for
     generation. Its weights are not needed, so training uses PyTorch's fused kernel."""
@@ -124,9 +149,13 @@ class SelfAttention(nn.Module):
         B, T, D = x.shape
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x).split(D, dim=-1))
         if cache is not None:
-            if cache:
-                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            if mask is not None:
+                raise ValueError("a mask with a key/value cache is not supported: the cache "
+                                 "masks causally itself")
+            k_cache, v_cache = cache if cache else (k[:, :, :0], v[:, :, :0])
+            context, k, v = cached_attention_step(q, k_cache, v_cache, k, v)
             cache[:] = [k, v]
+            return self.out(merge_heads(context))
         return self.out(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
 
 

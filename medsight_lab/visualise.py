@@ -436,6 +436,62 @@ def plot_findings_overview(examples, figsize=None,
     return fig
 
 
+# -- figures of several runs or of a whole dataset (chapters 1 and 4) ----------------------------
+def plot_runs_metric_bars(runs, keys=None, figsize=None):
+    """`plot_metric_bars` for several runs side by side, one panel per run, sharing the y axis.
+    runs: dict title -> metrics (as `evaluate` returns them). Returns the Figure."""
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError("runs must be a non-empty dict of title -> metrics")
+    fig, axes = plt.subplots(1, len(runs), figsize=figsize or (4.3 * len(runs) + 0.5, 3.7),
+                             layout="constrained", sharey=True, squeeze=False)
+    for ax, (title, metrics) in zip(axes[0], runs.items()):
+        plot_metric_bars(metrics, keys=keys, ax=ax, title=title)
+    return fig
+
+
+def plot_finding_maps_by_model(models, dataset, findings=(1, 2, 3, 4), figsize=None):
+    """One row per model, one column per finding: the grounding map of the finding words in the
+    report the model writes for the first image of `dataset` with that finding (last layer,
+    heads averaged). models: dict label -> model. Returns the Figure."""
+    from .data import FINDINGS
+    if not isinstance(models, dict) or not models:
+        raise ValueError("models must be a non-empty dict of label -> model")
+    fig, axes = plt.subplots(len(models), len(findings), squeeze=False, layout="constrained",
+                             figsize=figsize or (4.25 * len(findings), 3.75 * len(models)))
+    for col, k in enumerate(findings):
+        matches = (dataset.finding_idx == k).nonzero()
+        if len(matches) == 0:
+            raise ValueError(f"no image of finding {k} ({FINDINGS[k][0]}) in the dataset")
+        for row, (label, model) in enumerate(models.items()):
+            example = findings_overview_row(model, dataset, int(matches[0]))
+            plot_finding_words_map(example["attn"], example["grounded"], example["lesion_mask"],
+                                   ax=axes[row, col], title=f"{FINDINGS[k][0]}: {label}")
+    return fig
+
+
+def plot_dataset_overview(dataset):
+    """Two panels: images per finding, and each finding's mean patch norm by patch index (flat
+    background, peaks at the lesion patches). Returns the Figure."""
+    from .data import FINDINGS
+    names = [name for name, _ in FINDINGS.values()]
+    counts = torch.bincount(dataset.finding_idx, minlength=len(names))
+    norms = dataset.patches.norm(dim=-1)                                  # (n_samples, N)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
+    axes[0].bar(names, counts.tolist(), color="#3b528b")
+    axes[0].set_title(f"Finding distribution ({len(dataset):,} images)")
+    axes[0].set_ylabel("images")
+    axes[0].tick_params(axis="x", rotation=20)
+    for k, name in enumerate(names):
+        axes[1].plot(range(norms.shape[1]), norms[dataset.finding_idx == k].mean(0), marker="o",
+                     markersize=3, label=name)
+    axes[1].set_xticks(range(norms.shape[1]))
+    axes[1].set_xlabel("patch index")
+    axes[1].set_ylabel("mean L2 norm of the patch")
+    axes[1].set_title("Patch activation by finding (mean over images)")
+    axes[1].legend(fontsize=8)
+    return fig
+
+
 # -- the second world (chapter 7): rendered films, their masks and attention on the image ---------
 # Okabe-Ito colours (colour-blind safe), one per finding of `RENDERED_FINDINGS`.
 FINDING_COLOURS = {"cardiomegaly": "#E69F00", "nodule": "#56B4E9", "consolidation": "#009E73",

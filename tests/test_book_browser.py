@@ -47,13 +47,6 @@ MARKERS = [("### BEGIN SOLUTION", "### END SOLUTION"),
            ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")]
 # Solution lines shorter than this ("return x") are too common to prove a leak.
 MIN_SECRET = 12
-# Errors of the book's third-party machinery that are known, harmless and not ours, matched
-# exactly (anything else fails the test):
-KNOWN_UPSTREAM = {
-    # sphinx-thebe 0.3.1 under Jupyter Book 1.x writes its `const THEBE_JS_URL = ...` config
-    # script twice into every page; the second copy throws. Thebe is off in this book.
-    "Identifier 'THEBE_JS_URL' has already been declared",
-}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -187,11 +180,10 @@ class PageWatch:
         page.on("requestfailed", self._request_failed)
 
     def _page_error(self, err):
-        if str(err) not in KNOWN_UPSTREAM:
-            self.errors.append(f"page error: {err}")
+        self.errors.append(f"page error: {err}")
 
     def _console(self, msg):
-        if msg.type != "error" or msg.text in KNOWN_UPSTREAM:
+        if msg.type != "error":
             return
         url = (msg.location or {}).get("url", "")
         if "Failed to load resource" in msg.text and not _is_local(url):
@@ -291,6 +283,34 @@ def test_instructor_book_pages(chromium, instructor_html):
             finally:
                 context.close()
     assert not problems, "\n".join(problems)
+
+
+def test_no_page_runs_a_script_twice_and_the_copyright_is_current(instructor_html):
+    """Sphinx 7.4 wrote sphinx-thebe's inline config script twice into every page (the second
+    copy threw `Identifier 'THEBE_JS_URL' has already been declared`); book/_ext/medsight_book.py
+    removes the repeat and runs the copyright to the build year."""
+    import time
+    year = time.gmtime().tm_year
+    for rel in html_pages(instructor_html):
+        text = (instructor_html / rel).read_text(encoding="utf-8")
+        if _is_redirect(instructor_html / rel):
+            continue
+        bodies = re.findall(r"<script>(.*?)</script>", text, re.S)
+        assert len(bodies) == len(set(bodies)), f"{rel}: an inline script appears twice"
+        assert text.count("const THEBE_JS_URL") <= 1, rel
+        assert re.search(rf"Copyright\s+2024(–{year})?\.", text) and str(year) in text, rel
+
+
+def test_copyright_runs_to_the_build_year():
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from medsight_book import copyright_to
+    finally:
+        sys.path.remove(str(ROOT / "book" / "_ext"))
+    assert copyright_to("2024", 2026) == "2024–2026"
+    assert copyright_to("2024-2025 MedSight Lab", 2026) == "2024–2026 MedSight Lab"
+    assert copyright_to("2026", 2026) == "2026"
+    assert copyright_to("MedSight Lab", 2026) == "MedSight Lab"
 
 
 def test_instructor_book_links_resolve(instructor_html):

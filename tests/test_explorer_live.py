@@ -1,14 +1,18 @@
-"""The live explorer (ipywidgets) in a real JupyterLab and Jupyter Notebook, driven by Chromium.
+"""The chapters and the live explorer in a real JupyterLab and Jupyter Notebook, driven by Chromium.
 
-Starts `jupyter lab` (or `jupyter notebook`) on 127.0.0.1 in a temporary folder holding one
-notebook that builds a `GroundingExplorer`, runs the cell, clicks the token slider's track and
-checks that the step line and the report follow (a round trip through the kernel). Needs Debian's
-Chromium like test_book_browser.py (skipped without it, failed when CI is set).
+Starts `jupyter lab` (or `jupyter notebook`) on 127.0.0.1 in a temporary folder. (1) A notebook
+that builds a `GroundingExplorer`: runs the cell, clicks the token slider's track and checks that
+the step line and the report follow (a round trip through the kernel). (2) Chapter 2 as written
+(MyST): with `jupyterlab-myst` its exercise box, formulas and citation render, and no raw
+`:label:`, `{cite:p}` or `$` is left on the page. Needs Debian's Chromium like
+test_book_browser.py (skipped without it, failed when CI is set).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,10 +47,11 @@ def _free_port():
 APPS = {"lab": "/lab/tree/explorer.ipynb", "notebook": "/notebooks/explorer.ipynb"}
 
 
-@pytest.fixture(params=sorted(APPS))
-def lab(request, tmp_path_factory):
-    """(base URL, notebook path) of a running `jupyter lab` or `jupyter notebook`."""
-    app = request.param
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER = "02_architecture.ipynb"      # an exercise box, display and inline math, a citation
+
+
+def _needs(app):
     if not CHROMIUM.exists():
         message = f"Debian's Chromium is missing at {CHROMIUM}"
         if os.environ.get("CI"):
@@ -54,11 +59,11 @@ def lab(request, tmp_path_factory):
         pytest.skip(message)
     pytest.importorskip("jupyterlab" if app == "lab" else "notebook",
                         reason="pip install jupyterlab notebook")
-    root = tmp_path_factory.mktemp("lab")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, root / "explorer.ipynb")
+
+
+@contextlib.contextmanager
+def _jupyter(app, root):
+    """The base URL of `jupyter lab` or `jupyter notebook` serving `root`."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
@@ -76,10 +81,73 @@ def lab(request, tmp_path_factory):
                 time.sleep(0.5)
         else:
             pytest.fail(f"jupyter {app} did not start within 60 s")
-        yield base, APPS[app]
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(params=sorted(APPS))
+def lab(request, tmp_path_factory):
+    """(base URL, notebook path) of a running `jupyter lab` or `jupyter notebook`."""
+    app = request.param
+    _needs(app)
+    root = tmp_path_factory.mktemp("lab")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, root / "explorer.ipynb")
+    with _jupyter(app, root) as base:
+        yield base, APPS[app]
+
+
+@pytest.fixture(params=sorted(APPS))
+def chapter_lab(request, tmp_path_factory):
+    """(base URL, chapter path) of a running server with chapter 2 as the instructors have it."""
+    app = request.param
+    _needs(app)
+    root = tmp_path_factory.mktemp("chapter")
+    shutil.copy(ROOT / "notebooks" / CHAPTER, root / CHAPTER)
+    with _jupyter(app, root) as base:
+        yield base, APPS[app].replace("explorer.ipynb", CHAPTER)
+
+
+RENDERED_MARKDOWN = """() => Array.from(document.querySelectorAll('.jp-MarkdownCell'))
+    .map(cell => Array.from(cell.querySelectorAll('.jp-MarkdownOutput, .myst'))
+                      .map(out => out.innerText).join('\\n')).join('\\n')"""
+
+
+def test_chapter_myst_renders(chapter_lab):
+    """jupyterlab-myst renders the chapter's MyST: the exercise is a box, formulas are typeset,
+    the citation is a citation; without it the page would show the markup (the test fails: the
+    fence, `:label:`, `{cite:p}` and `$` would be in the text)."""
+    from playwright.sync_api import sync_playwright
+
+    base, notebook = chapter_lab
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 3000})
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base)
+                   else r.abort())
+        page.goto(f"{base}{notebook}?token={TOKEN}")
+        page.locator(".jp-Notebook .jp-MarkdownCell").first.wait_for(timeout=60000)
+        exercise = page.locator(".jp-MarkdownCell aside.myst-exercise").first
+        exercise.wait_for(timeout=30000)
+        assert exercise.inner_text().startswith("Exercise")
+        assert page.locator(".jp-MarkdownCell .katex-display").count() >= 1      # $$ ... $$
+        assert page.locator(".jp-MarkdownCell .katex").count() >= 5              # $Q$, $K$, ...
+        citation = page.locator(".jp-MarkdownCell .myst :text('vaswani2017attention')").first
+        citation.wait_for(timeout=10000)
+        text = page.evaluate(RENDERED_MARKDOWN)
+        assert "Cross-attention from scratch" in text            # the cells have rendered
+        for raw in ("{exercise}", ":label:", "{cite:p}", "$"):
+            assert raw not in text, f"raw MyST on the page: {raw!r}"
+        shots = ROOT / "_build" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{notebook.split('/')[1]}_chapter2_myst.png"))
+        browser.close()
 
 
 def test_widget_explorer_follows_its_slider(lab):

@@ -115,7 +115,47 @@ def attention_on_mark(attn, mark, words):
     return on_mark[rows, cols].mean(), on_mark[rows, cols - 1].mean()
 
 
-RIGHT = {"cross_attention": cross_attention, "causal_attention_weights": causal_attention_weights,
+def finding_masks(token_ids, lesion_mask, grounded_ids, shift=0, every_word=False):
+    grounded = (token_ids > 2) if every_word else torch.isin(token_ids, grounded_ids)
+    if shift:
+        grounded = torch.cat([grounded[:, 1:], torch.zeros_like(grounded[:, :1])], dim=1)
+    return grounded.float()[:, :, None] * lesion_mask[:, None, :]
+
+
+def finding_masks_loop(token_ids, lesion_mask, grounded_ids):
+    B, T = token_ids.shape
+    masks = torch.zeros(B, T, lesion_mask.shape[1])
+    for b in range(B):
+        for t in range(T):
+            if int(token_ids[b, t]) in grounded_ids.tolist():
+                masks[b, t] = lesion_mask[b]
+    return masks
+
+
+def cached_attention_step(q_new, k_cache, v_cache, k_new, v_new, dim=2, scale=True,
+                          new_only=False, diagonal=None, softmax_dim=-1):
+    k, v = torch.cat([k_cache, k_new], dim=dim), torch.cat([v_cache, v_new], dim=dim)
+    keys, values = (k_new, v_new) if new_only else (k, v)
+    S, T = keys.shape[-2] - q_new.shape[-2], q_new.shape[-2]
+    scores = q_new @ keys.transpose(-2, -1) / (math.sqrt(q_new.shape[-1]) if scale else 1)
+    future = torch.ones(T, S + T).tril(S if diagonal is None else diagonal) == 0
+    weights = scores.masked_fill(future, float("-inf")).softmax(softmax_dim)
+    return weights @ values, k, v
+
+
+def cached_attention_step_loop(q_new, k_cache, v_cache, k_new, v_new):
+    """Right too: one new position at a time, each over the cache extended so far."""
+    contexts = []
+    for i in range(q_new.shape[2]):
+        k_cache = torch.cat([k_cache, k_new[:, :, i:i + 1]], dim=2)
+        v_cache = torch.cat([v_cache, v_new[:, :, i:i + 1]], dim=2)
+        scores = q_new[:, :, i:i + 1] @ k_cache.transpose(-2, -1) / q_new.shape[-1] ** 0.5
+        contexts.append(scores.softmax(-1) @ v_cache)
+    return torch.cat(contexts, dim=2), k_cache, v_cache
+
+
+RIGHT = {"finding_masks": finding_masks, "cached_attention_step": cached_attention_step,
+         "cross_attention": cross_attention, "causal_attention_weights": causal_attention_weights,
          "shifted_cross_entropy": shifted_cross_entropy, "grounding_loss": grounding_loss,
          "attention_entropy": attention_entropy, "compute_loss": compute_loss,
          "pointing_game_and_mass": pointing_game_and_mass, "patch_norm_map": patch_norm_map,
@@ -155,6 +195,8 @@ def test_other_right_answers_pass_chapter_6():
 
 
 def test_other_right_answers_pass():
+    assert run_check("finding_masks", finding_masks_loop, "hidden").passed
+    assert run_check("cached_attention_step", cached_attention_step_loop, "hidden").passed
     large_negative = lambda s: causal_attention_weights(s, fill=-1e9)  # noqa: E731
     assert run_check("causal_attention_weights", large_negative, "hidden").passed
     entr = lambda a: torch.special.entr(a[-1].mean(1)).sum(-1).mean()  # noqa: E731
@@ -227,6 +269,58 @@ def _mean_masses(r, m, s):
 
 
 WRONG = [
+    # finding_masks
+    ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g, every_word=True),
+     "you ground every word of the report"),
+    ("finding_masks", "visible",
+     lambda t, l, g: torch.ones_like(t).float()[:, :, None] * l[:, None, :],
+     "<bos>, <eos> and <pad> included"),
+    ("finding_masks", "visible",
+     lambda t, l, g: (~torch.isin(t, g)).float()[:, :, None] * l[:, None, :],
+     "you mark the tokens that are NOT grounded words"),
+    ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g, shift=1),
+     "your rows are shifted by one"),
+    ("finding_masks", "visible",
+     lambda t, l, g: torch.isin(t, g).float()[:, :, None].expand(-1, -1, l.shape[1]),
+     "a grounded word's row is all ones"),
+    ("finding_masks", "visible", lambda t, l, g: finding_masks(t, l, g).transpose(1, 2),
+     "the axes are swapped"),
+    ("finding_masks", "visible", lambda t, l, g: torch.isin(t, g).float(),
+     "shape of the mask: (6, 20), expected (B, T, N) = (6, 20, 16)"),
+    # cached_attention_step
+    ("cached_attention_step", "visible",
+     lambda q, kc, vc, k, v: (cached_attention_step(q, kc, vc, k, v)[0], kc, vc),
+     "the caches you return are not the extended ones"),
+    ("cached_attention_step", "visible",
+     lambda q, kc, vc, k, v: (((q @ kc.transpose(-2, -1)) / 8 ** 0.5).softmax(-1) @ vc, kc, vc),
+     "you attend over the cache without this step's key and value"),
+    ("cached_attention_step", "visible",
+     lambda *a: cached_attention_step(*a, new_only=True), "you attend only to the new key(s)"),
+    ("cached_attention_step", "visible",
+     lambda q, kc, vc, k, v: cached_attention_step(q, k, v, kc, vc),
+     "the new keys and values come before the cache"),
+    ("cached_attention_step", "visible", lambda *a: cached_attention_step(*a, scale=False),
+     "your scores are not scaled"),
+    ("cached_attention_step", "visible",
+     lambda q, kc, vc, k, v: cached_attention_step(q / q.shape[1] ** 0.5, kc, vc, k, v),
+     "you scale by sqrt(H * d_k)"),
+    ("cached_attention_step", "visible",
+     lambda *a: cached_attention_step(*a, diagonal=10 ** 6),
+     "the new positions see each other's future"),
+    ("cached_attention_step", "visible", lambda *a: cached_attention_step(*a, diagonal=0),
+     "your causal mask starts at the cache's first position"),
+    ("cached_attention_step", "visible", lambda *a: cached_attention_step(*a, softmax_dim=-2),
+     "your softmax runs over the queries"),
+    ("cached_attention_step", "visible",
+     lambda q, kc, vc, k, v: (cached_attention_step(q, kc, vc, k, v)[0], k, v),
+     "the caches you return are not the extended ones"),
+    ("cached_attention_step", "visible",
+     lambda *a: tuple(cached_attention_step(*a)[i] for i in (0, 2, 1)),
+     "you return (context, v_cache, k_cache)"),
+    ("cached_attention_step", "visible",
+     lambda *a: cached_attention_step(*a)[0], "expected a tuple (context, k_cache, v_cache)"),
+    ("cached_attention_step", "visible", lambda *a: cached_attention_step(*a, dim=-1),
+     "your function raised RuntimeError on one new position on a cache of 4"),
     # spatial_precision (chapter 7)
     ("spatial_precision", "visible",
      lambda r, m, s, threshold=0.5: ((r * m).sum(-1) > threshold).float().mean(),
@@ -565,7 +659,9 @@ def test_a_wrong_answer_fails_with_its_diagnosis(exercise, suite, answer, words)
 
 def test_every_known_mistake_is_exercised():
     """The tables of known mistakes and this test's wrong answers cover each other."""
-    tables = {"cross_attention": checks._CROSS_ATTENTION_MISTAKES,
+    tables = {"finding_masks": checks._FINDING_MASK_MISTAKES,
+              "cached_attention_step": checks._CACHED_ATTENTION_MISTAKES,
+              "cross_attention": checks._CROSS_ATTENTION_MISTAKES,
               "causal_attention_weights": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
               "grounding_loss": checks._GROUNDING_MISTAKES,
               "attention_entropy": checks._ENTROPY_MISTAKES,
@@ -595,6 +691,8 @@ def test_an_unknown_wrong_answer_names_the_case():
 # -- calling the package's own implementation --------------------------------------------------
 
 @pytest.mark.parametrize("exercise, answer, name", [
+    ("finding_masks", ml.finding_masks, "finding_masks"),
+    ("cached_attention_step", ml.cached_attention_step, "cached_attention_step"),
     ("compute_loss", ml.compute_loss, "compute_loss"),
     ("compute_loss", lambda *a, **k: ml.loss.compute_loss(*a, **k), "compute_loss"),
     ("shifted_cross_entropy", ml.shifted_cross_entropy, "shifted_cross_entropy"),

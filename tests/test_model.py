@@ -120,3 +120,38 @@ def test_inputs_on_another_device_than_the_model(model, patches_device, tokens_d
 def test_bad_hyperparameters(overrides, message):
     with pytest.raises(ValueError, match=message):
         ml.default_model(**overrides)
+
+
+@pytest.mark.parametrize("S, T", [(0, 1), (4, 1), (0, 5), (3, 4)])
+def test_cached_attention_step_equals_causal_attention_over_the_whole_sequence(S, T):
+    g = torch.Generator().manual_seed(S * 10 + T)
+    q, k, v = (torch.randn(2, 3, S + T, 8, generator=g) for _ in range(3))
+    full, _ = ml.model.attention(q, k, v, ml.causal_mask(S + T))
+    context, k_cache, v_cache = ml.cached_attention_step(
+        q[:, :, S:], k[:, :, :S], v[:, :, :S], k[:, :, S:], v[:, :, S:])
+    torch.testing.assert_close(context, full[:, :, S:])
+    assert torch.equal(k_cache, k) and torch.equal(v_cache, v)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((torch.zeros(2, 3, 1, 8), torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 4, 8),
+      torch.zeros(2, 3, 1, 8), torch.zeros(2, 3, 8)), "v_new must be a (B, H, positions, d_k)"),
+    ((torch.zeros(2, 3, 1, 8), torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 4, 8),
+      torch.zeros(2, 3, 2, 8), torch.zeros(2, 3, 1, 8)), "must share one shape"),
+    ((torch.zeros(2, 3, 1, 8), torch.zeros(2, 3, 4, 6), torch.zeros(2, 3, 4, 6),
+      torch.zeros(2, 3, 1, 8), torch.zeros(2, 3, 1, 8)), "with the same B, H, d_k"),
+    (([[0.0]], torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 1, 8),
+      torch.zeros(2, 3, 1, 8)), "q_new must be a (B, H, positions, d_k) tensor"),
+])
+def test_cached_attention_step_bad_inputs(args, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ml.cached_attention_step(*args)
+
+
+def test_a_mask_with_a_cache_is_refused(model, dataset):
+    image_kv = model.encode_image(dataset.patches[:2])
+    caches = [[] for _ in range(model.config.num_layers)]
+    tokens = dataset.token_ids[:2, :1]
+    with pytest.raises(ValueError, match="mask with a key/value cache"):
+        model.decode(tokens, image_kv, mask=torch.ones(2, 1, 1, 1, dtype=torch.bool),
+                     caches=caches)

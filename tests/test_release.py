@@ -1,7 +1,9 @@
 """The student edition: stubs instead of solutions, no hidden tests, nothing of a solution
 anywhere, identical bytes on every release, runnable up to the first stub."""
 
+import html
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -78,12 +80,19 @@ def test_the_answer_keys_become_answer_space(edition):
 
 
 def test_locked_cells_are_the_instructors(edition):
+    """Code cells as the instructor's (hidden tests removed); prose as the instructor's in plain
+    Markdown."""
+    from medsight_lab.grading.plain_markdown import Converter, load_bibliography
+    bibliography = load_bibliography(ROOT / "book" / "references.bib")
     for source in SOURCES:
         student = cells(edition / "notebooks" / source.name)
         instructor = cells(source)
+        plain = Converter(bibliography)
         assert [c.get("id") for c in student] == [c.get("id") for c in instructor]
         for ours, theirs in zip(student, instructor):
-            if not is_answer(theirs):
+            if theirs.cell_type == "markdown" and not is_answer(theirs):
+                assert ours.source == plain.cell(theirs.source)
+            elif not is_answer(theirs):
                 assert ours.source == strip_hidden_tests(theirs.source)
                 assert ours.metadata.get("nbgrader") == theirs.metadata.get("nbgrader")
 
@@ -192,7 +201,16 @@ def test_the_edition_carries_the_package_students_install(edition):
         copy = edition / path.relative_to(ROOT)
         assert copy.read_bytes() == path.read_bytes(), copy
     assert (edition / "pyproject.toml").read_bytes() == (ROOT / "pyproject.toml").read_bytes()
-    assert "pip install -e ." in (edition / "README.md").read_text()
+    readme = (edition / "README.md").read_text()
+    assert 'pip install -e ".[student]"' in readme
+    # What the README promises a student installs is what the extra holds; grading is not in it.
+    import tomllib
+    extras = tomllib.loads((edition / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    student = {re.match(r"[\w-]+", requirement).group(0) for requirement in extras["student"]}
+    assert {"jupyterlab", "jupyterlab-myst"} <= student
+    assert not {"pytest", "nbval"} & student
+    assert "pytest, nbval" in readme and "are the instructor's" in readme
     # pip can read the edition as a project (offline: no build isolation, nothing installed).
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
                            "--no-build-isolation", "--no-index", str(edition)],
@@ -223,3 +241,60 @@ def test_the_student_html_book_holds_no_solution(tmp_path):
     page = (html / "notebooks" / "03_loss.html").read_text()
     assert "NotImplementedError" in page and "HIDDEN TESTS" not in page
     assert "colab.research.google.com" not in page and "mybinder" not in page   # no buttons
+
+
+# -- plain Markdown in the student edition -------------------------------------------------------
+RAW_MYST = re.compile(r"\{[\w:-]+\}`|^\s*(`{3,}|:{3,})\{[\w-]+\}|^\s*:(label|class|name):",
+                      re.M)
+
+
+def raw_myst_in_html(nb):
+    """Raw MyST markup that nbconvert's HTML export of `nb`'s markdown cells shows as text."""
+    from nbconvert import HTMLExporter
+    markdown_only = nbformat.v4.new_notebook(cells=[c for c in nb.cells
+                                                    if c.cell_type == "markdown"])
+    body, _ = HTMLExporter(template_name="basic").from_notebook_node(markdown_only)
+    text = html.unescape(re.sub(r"<[^>]+>", "", body))
+    return [m.group(0).strip() for m in RAW_MYST.finditer(text)]
+
+
+def test_student_markdown_renders_without_myst(edition):
+    """Every markdown cell of the edition, rendered by nbconvert (no MyST), shows no directive,
+    role or option; math stays for MathJax; exercises are numbered headings; citations read
+    'Author (year)' with their reference below."""
+    for path in sorted((edition / "notebooks").glob("*.ipynb")):
+        assert raw_myst_in_html(nbformat.read(path, 4)) == [], path.name
+    chapter2 = "\n".join(c.source for c in cells(edition / "notebooks" / "02_architecture.ipynb"))
+    assert "#### Exercise 1" in chapter2 and "#### Exercise 2" in chapter2
+    assert "$D$" in chapter2 and "$$" in chapter2
+    # The check can fail: the instructor source, MyST as written, is caught.
+    assert raw_myst_in_html(nbformat.read(CHAPTERS / "02_architecture.ipynb", 4))
+
+
+def test_plain_markdown_conversion():
+    from medsight_lab.grading.plain_markdown import (Converter, PlainMarkdownError,
+                                                     read_bibtex)
+    bib = read_bibtex("@article{a2020,\n author = {Doe, Jane and Roe, R{\\\"o}b},\n"
+                      " title = {On {T}hings}, journal = {J}, year = {2020}}\n"
+                      "@book{b2019, author = {Uno, A. and Duo, B. and Tres, C.}, year = 2019,"
+                      " title = {Three}}")
+    convert = Converter(bib)
+    source = ("```{exercise} Masks\n:label: ex-m\n\nWrite $f$.\n```\n\n```python\n"
+              "{cite:p}`a2020` stays in code\n```\n\n(target)=\nAs {cite:t}`a2020` and "
+              "{cite:p}`a2020,b2019` show.\n\n:::{admonition} Note well\n:class: tip\nText\n:::")
+    out = convert.cell(source)
+    assert out.startswith("#### Exercise 1 — Masks\n\nWrite $f$.\n")
+    assert "{cite:p}`a2020` stays in code" in out and "(target)=" not in out
+    assert "As Doe and Roe (2020) and (Doe and Roe, 2020; Uno et al., 2019) show." in out
+    assert "> **Note well**\n>\n> Text" in out and ":class:" not in out and ":label:" not in out
+    assert out.endswith("- Jane Doe, Röb Roe (2020). On Things. *J*.\n"
+                        "- A. Uno, B. Duo, C. Tres (2019). Three.")
+    assert convert.cell("```{exercise}\nx\n```").startswith("#### Exercise 2\n")
+    with pytest.raises(PlainMarkdownError, match="nobody2000"):
+        convert.cell("see {cite:p}`nobody2000`")
+    with pytest.raises(PlainMarkdownError, match="figure"):
+        convert.cell("```{figure} a.png\n```")
+    with pytest.raises(PlainMarkdownError, match="role"):
+        convert.cell("see {ref}`somewhere`")
+    with pytest.raises(PlainMarkdownError, match="not closed"):
+        convert.cell(":::{note}\nopen")

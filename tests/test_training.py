@@ -80,3 +80,19 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
         ml.load_checkpoint(other)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         ml.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_progress_in_a_notebook_is_stored_at_its_last_epoch():
+    """Under nbclient (nbconvert, nbval's reference run) the progress line is stored as it ended,
+    as plain text; a tqdm widget would be stored as a bar stuck at 0 and a widget view."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import torch, medsight_lab as ml\ntorch.set_num_threads(1)\n"
+        "ml.train(ml.default_model(), ml.SyntheticRadiologyDataset(16), epochs=2)")]
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    outputs = nb.cells[0].outputs
+    assert [o["output_type"] for o in outputs] == ["display_data", "execute_result"]
+    assert list(outputs[0]["data"]) == ["text/plain"]
+    assert outputs[0]["data"]["text/plain"].startswith("ml.train: epoch 2/2, loss ")

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import baselines as _baselines
+from .. import data as _data
 from .. import loss as _loss
 from .. import metrics as _metrics
 from .. import model as _model
@@ -62,12 +63,14 @@ class Exercise:
 
 
 EXERCISES = {
+    "finding_masks": Exercise("finding_masks", 2, "01_dataset"),
     "cross_attention": Exercise("cross_attention", 2, "02_architecture"),
     "causal_attention_weights": Exercise("causal_attention_weights", 1, "02_architecture"),
     "shifted_cross_entropy": Exercise("shifted_cross_entropy", 2, "03_loss"),
     "grounding_loss": Exercise("grounding_loss", 2, "03_loss"),
     "attention_entropy": Exercise("attention_entropy", 1, "03_loss"),
     "compute_loss": Exercise("compute_loss", 3, "03_loss"),
+    "cached_attention_step": Exercise("cached_attention_step", 2, "04_training"),
     "pointing_game_and_mass": Exercise("pointing_game_and_mass", 2, "05_evaluation"),
     "patch_norm_map": Exercise("patch_norm_map", 1, "06_testing_explanations"),
     "rank_correlation": Exercise("rank_correlation", 2, "06_testing_explanations"),
@@ -153,6 +156,48 @@ def _scores(seed, *shape):
 # ---------------------------------------------------------------------------------------------
 # Visible cases per exercise (the hidden ones live in the instructor's tree: HIDDEN_CASES_FILE)
 # ---------------------------------------------------------------------------------------------
+
+def _mask_inputs(seed, B=4, T=9, N=16, G=5, V=20, normal_rows=(0,), reports=False):
+    """(token_ids, lesion_mask, grounded_ids): random ids (or the course's reports) with
+    <bos>/<eos>/<pad>, lesions of 1-4 patches, and images without a lesion at `normal_rows`."""
+    g = torch.Generator().manual_seed(seed)
+    if reports:
+        ds = _data.SyntheticRadiologyDataset(B, n_patches=N, max_len=T, seed=seed)
+        return ds.token_ids.clone(), ds.lesion_mask.clone(), ds.grounded_ids.clone()
+    token_ids = torch.randint(3, V, (B, T), generator=g)
+    token_ids[:, 0] = 1                                               # <bos>
+    for b in range(B):
+        end = int(torch.randint(2, T + 1, (1,), generator=g))
+        if end < T:
+            token_ids[b, end - 1], token_ids[b, end:] = 2, 0          # <eos>, then <pad>
+    lesion_mask = torch.zeros(B, N)
+    for b in range(B):
+        if b not in normal_rows:
+            size = int(torch.randint(1, 5, (1,), generator=g))
+            lesion_mask[b, torch.randperm(N, generator=g)[:size]] = 1.0
+    grounded_ids = torch.randperm(V - 3, generator=g)[:G] + 3
+    return token_ids, lesion_mask, grounded_ids
+
+
+def _cache_inputs(seed, B=2, H=2, S=4, T=1, d_k=8):
+    """(q_new, k_cache, v_cache, k_new, v_new): T new positions on a cache of S."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, T, d_k, generator=g) for _ in range(3))
+    k_cache, v_cache = (torch.randn(B, H, S, d_k, generator=g) for _ in range(2))
+    return q, k_cache, v_cache, k, v
+
+
+def _cases_finding_masks():
+    return [Case("the course's reports (6 images)", _mask_inputs(0, B=6, T=20, reports=True)),
+            Case("random reports with 5 grounded words", _mask_inputs(1)),
+            Case("a batch with two normal images", _mask_inputs(2, normal_rows=(1, 3)))]
+
+
+def _cases_cached_attention_step():
+    return [Case("one new position on a cache of 4", _cache_inputs(0)),
+            Case("the first step (an empty cache, S=0)", _cache_inputs(1, S=0)),
+            Case("three new positions at once on a cache of 5", _cache_inputs(2, S=5, T=3))]
+
 
 def _cases_cross_attention():
     return [Case("a batch of 2 with 2 heads", (*_attention_inputs(0), 2)),
@@ -428,6 +473,77 @@ def _mha(query, key, value, num_heads, scale="d_k", dim=-1, split="right", merge
     out = weights @ v                                            # (B, H, T, d_k)
     context = out.reshape(B, T, D) if merge == "wrong" else out.transpose(1, 2).reshape(B, T, D)
     return context, scores if raw else weights
+
+
+def _masks(token_ids, lesion_mask, grounded, shift=0):
+    """finding_masks from a (B, T) grounded-token indicator, rows optionally shifted by one."""
+    grounded = grounded.float()
+    if shift:                           # row t marked when token t + shift is grounded
+        grounded = torch.cat([grounded[:, shift:], torch.zeros_like(grounded[:, :shift])], 1)
+    return grounded[:, :, None] * lesion_mask[:, None, :]
+
+
+_FINDING_MASK_MISTAKES = [
+    ("you ground every word of the report (every id above the special tokens): only the tokens "
+     "whose id is in grounded_ids get a mask row", lambda t, l, g: _masks(t, l, t > 2)),
+    ("you ground every token, <bos>, <eos> and <pad> included: only the tokens whose id is in "
+     "grounded_ids get a mask row", lambda t, l, g: _masks(t, l, torch.ones_like(t))),
+    ("you mark the tokens that are NOT grounded words: a row gets the lesion mask when its token "
+     "is in grounded_ids", lambda t, l, g: _masks(t, l, ~torch.isin(t, g))),
+    ("your rows are shifted by one: row t belongs to the token read at position t "
+     "(token_ids[:, t]), not to the token it predicts",
+     lambda t, l, g: _masks(t, l, torch.isin(t, g), shift=1)),
+    ("a grounded word's row is all ones: it must be the image's lesion mask (so all zeros for an "
+     "image without a lesion)", lambda t, l, g: _masks(t, torch.ones_like(l), torch.isin(t, g))),
+    ("the axes are swapped: the mask is (B, T, N), one row per token and one column per patch",
+     lambda t, l, g: _masks(t, l, torch.isin(t, g)).transpose(1, 2)),
+]
+
+
+def _cached(q, kc, vc, k, v, append=True, attend="all", scale="d_k", offset=True,
+            order="cache first", softmax_dim=-1, returned="extended"):
+    """cached_attention_step with one deliberate mistake switched on."""
+    ks, vs = ((torch.cat([kc, k], 2), torch.cat([vc, v], 2)) if order == "cache first"
+              else (torch.cat([k, kc], 2), torch.cat([v, vc], 2)))
+    keys, values = {"all": (ks, vs), "new": (k, v), "cache": (kc, vc)}[attend]
+    S, T = keys.shape[2] - q.shape[2], q.shape[2]
+    d = {"d_k": q.shape[-1], "none": 1, "d_model": q.shape[1] * q.shape[-1]}[scale]
+    scores = q @ keys.transpose(-2, -1) / math.sqrt(d)
+    if offset is not None and attend != "cache":
+        allowed = torch.ones(T, S + T, dtype=torch.bool).tril(diagonal=S if offset else 0)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    context = scores.softmax(softmax_dim) @ values
+    if not append:
+        return context, kc, vc
+    return (context, vs, ks) if returned == "swapped" else (context, ks, vs)
+
+
+_CACHED_ATTENTION_MISTAKES = [
+    ("you attend over the cache without this step's key and value, and return the cache "
+     "unchanged: append k_new, v_new to the cache (dim 2), then attend",
+     lambda *a: _cached(*a, append=False, attend="cache")),
+    ("you attend only to the new key(s): the new query attends over every cached position too "
+     "(concatenate the cache and the new keys first)", lambda *a: _cached(*a, attend="new")),
+    ("the new keys and values come before the cache: append them after it, "
+     "torch.cat([k_cache, k_new], dim=2), so that position s stays at index s",
+     lambda *a: _cached(*a, order="new first")),
+    ("your scores are not scaled: divide q @ k^T by sqrt(d_k), d_k = the last dimension",
+     lambda *a: _cached(*a, scale="none")),
+    ("you scale by sqrt(H * d_k): the scale is sqrt(d_k), the size of one head",
+     lambda *a: _cached(*a, scale="d_model")),
+    ("the new positions see each other's future: new position i may attend to the cache and to "
+     "new positions up to i (a causal mask shifted by S)", lambda *a: _cached(*a, offset=None)),
+    ("your causal mask starts at the cache's first position: new position i sits at S + i, so "
+     "it sees every cached position (tril with diagonal=S)", lambda *a: _cached(*a, offset=False)),
+    ("your softmax runs over the queries (dim=-2): each query's weights sum to 1 over the keys "
+     "(dim=-1)", lambda *a: _cached(*a, softmax_dim=-2)),
+    ("you return (context, v_cache, k_cache): return (context, k_cache, v_cache)",
+     lambda *a: _cached(*a, returned="swapped")),
+    # Last: with the right context, any caches of another shape match this one.
+    ("the caches you return are not the extended ones: return the cache with this step's key "
+     "and value appended, torch.cat([k_cache, k_new], dim=2), shape (B, H, S + T, d_k)",
+     lambda *a: _cached(*a, append=False)),
+]
 
 
 _CROSS_ATTENTION_MISTAKES = [
@@ -910,6 +1026,10 @@ def _mistakes(table):
 
 
 _SPECS = {
+    "finding_masks": _Spec(
+        lambda t, l, g: _data.finding_masks(t, l, g), _cases_finding_masks, ("mask",),
+        ("(B, T, N)",), ("token_ids", "lesion_mask", "grounded_ids"), (),
+        _mistakes(_FINDING_MASK_MISTAKES)),
     "cross_attention": _Spec(
         lambda q, k, v, h: _model.multi_head_attention(q, k, v, h), _cases_cross_attention,
         ("context", "weights"), ("(B, T, D)", "(B, H, T, N)"),
@@ -933,6 +1053,12 @@ _SPECS = {
         ("total", "ce", "ground", "entropy"), ("a scalar",) * 4,
         ("logits", "token_ids", "attention weights", "finding masks"), (0, 2),
         _diagnose_compute_loss),
+    "cached_attention_step": _Spec(
+        lambda q, kc, vc, k, v: _model.cached_attention_step(q, kc, vc, k, v),
+        _cases_cached_attention_step, ("context", "k_cache", "v_cache"),
+        ("(B, H, T, d_k)", "(B, H, S + T, d_k)", "(B, H, S + T, d_k)"),
+        ("q_new", "k_cache", "v_cache", "k_new", "v_new"), (0, 1, 2, 3, 4),
+        _mistakes(_CACHED_ATTENTION_MISTAKES)),
     "pointing_game_and_mass": _Spec(
         lambda r, l: _metrics.pointing_game_and_mass(r, l), _cases_pointing_game_and_mass,
         ("pointing game", "attention mass"), ("a scalar", "a scalar"), ("rows", "lesions"), (),
@@ -1069,7 +1195,8 @@ class _TimeUp(BaseException):
 
 # The package's implementations of the exercises: switched off while check() runs an answer in
 # the student's own kernel. (The grader needs no such thing: its sandbox has no package.)
-_GUARDED = [(_model, "multi_head_attention"), (_model, "causal_mask"),
+_GUARDED = [(_data, "finding_masks"), (_model, "multi_head_attention"), (_model, "causal_mask"),
+            (_model, "cached_attention_step"),
             (_loss, "shifted_cross_entropy"), (_loss, "grounding_loss"),
             (_loss, "attention_entropy"), (_loss, "compute_loss"),
             (_metrics, "pointing_game_and_mass"), (_baselines, "patch_norm_map"),

@@ -7,9 +7,12 @@ In each notebook an answer cell keeps its signature and docstring and the region
 `### BEGIN SOLUTION` and `### END SOLUTION` becomes `raise NotImplementedError(...)`; check cells
 lose their `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region (the hidden cases
 themselves live in the instructor's `instructor/hidden_cases.py`, which is never copied); every
-output is cleared and only metadata that cannot hold solution text is kept. Running it twice
-gives identical bytes. Before returning, the notebooks and the HTML are searched for the solution lines, and the whole
-edition (package included) for the lines of the hidden cases.
+output is cleared and only metadata that cannot hold solution text is kept; MyST-only markup in
+the markdown cells becomes plain Markdown (`plain_markdown.py`), since students read the notebooks
+in Jupyter front-ends that may not render MyST (the HTML book is built from the MyST cells).
+Running it twice gives identical bytes. Before returning, the notebooks and the HTML are searched
+for the solution lines, and the whole edition (package included) for the lines of the hidden
+cases.
 
 The edition also carries the course package (`medsight_lab/` and `pyproject.toml`), so that
 students can install it from the edition alone. The package holds the course's implementation of
@@ -34,6 +37,7 @@ import yaml
 
 from .cells import HIDDEN_TESTS, SOLUTION, is_answer_cell
 from .checks import hidden_cases_file
+from .plain_markdown import load_bibliography, plain_notebook
 
 MARKDOWN_STUB = "*Write your answer here.*"
 # nbgrader keys that say what a cell is; anything else (e.g. a checksum of the source) is dropped.
@@ -62,9 +66,15 @@ With Python 3.10 or newer, from this folder:
 ```bash
 python -m venv .venv
 . .venv/bin/activate                 # on Windows: .venv\\Scripts\\activate
-pip install -e . jupyterlab          # the course package, medsight_lab, and JupyterLab
+pip install -e ".[student]"          # medsight_lab, JupyterLab and jupyterlab-myst
 jupyter lab notebooks/
 ```
+
+That is all a student installs: `medsight_lab` (with PyTorch, NumPy, Matplotlib, ipywidgets),
+JupyterLab, and `jupyterlab-myst`, which renders the course's exercise boxes, formulas and
+citations in JupyterLab. (The notebooks also read cleanly without it, e.g. in Notebook 7, VS Code
+or Colab: this edition writes them in plain Markdown.) Grading tools (pytest, nbval, the grading
+plugin) are the instructor's; you do not need them.
 
 On a machine without a GPU, install the CPU build of PyTorch first, so that pip does not fetch a
 large CUDA build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`.
@@ -172,7 +182,8 @@ def student_cell(cell, where):
             cell.source = MARKDOWN_STUB
             cell.pop("attachments", None)
         tags = [t for t in tags if t not in FOLDING_TAGS]
-    cell.source = strip_hidden_tests(cell.source, where)
+    if cell.cell_type == "code":      # prose keeps its text (a hidden test in it: a leak)
+        cell.source = strip_hidden_tests(cell.source, where)
     cell.metadata = {}
     if nbgrader:
         cell.metadata["nbgrader"] = nbgrader
@@ -317,11 +328,12 @@ def release(source="notebooks", out="_build/student", build_html=True,
     for old in ("notebooks", "book", "_build", "medsight_lab"):
         shutil.rmtree(out / old, ignore_errors=True)
     (out / "notebooks").mkdir(parents=True)
-    secrets = []
+    secrets, editions = [], {}
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         secrets += secret_lines(nb)
-        nbformat.write(student_notebook(nb, path.name), out / "notebooks" / path.name)
+        editions[path.name] = student_notebook(nb, path.name)
+        nbformat.write(editions[path.name], out / "notebooks" / path.name)
     (out / "README.md").write_text(README)
     for name in PACKAGE_FILES:
         if (package_root / name).is_dir():
@@ -330,7 +342,14 @@ def release(source="notebooks", out="_build/student", build_html=True,
         else:
             shutil.copy2(package_root / name, out / name)
     if build_html:
+        # The book is built from the MyST cells: Sphinx renders them (numbered exercise boxes,
+        # linked citations, the bibliography page), which plain Markdown would lose.
         _build_html(project, out, repository_url)
+    # The notebooks students open are plain Markdown, readable wherever MyST is not rendered.
+    bib = project / "book" / "references.bib"
+    bibliography = load_bibliography(bib) if bib.is_file() else {}
+    for name, nb in editions.items():
+        nbformat.write(plain_notebook(nb, bibliography), out / "notebooks" / name)
     leaks = find_leaks(out, secrets, skip=PACKAGE_FILES)
     leaks += find_leaks(out, hidden_case_lines(hidden_cases_file()))     # package included
     if leaks:
