@@ -93,13 +93,15 @@ def bwrap_command(limits=Limits(), argv=None):
         link = Path("/") / name
         if link.is_symlink():
             command += ["--symlink", os.readlink(link), str(link)]
+    # /dev and the private /tmp first: bwrap mounts in order, and a virtualenv that lives under
+    # /tmp (a checkout in /tmp) must be bound on top of the new /tmp, not hidden by it.
+    command += ["--dev", "/dev", "--remount-ro", "/dev",
+                "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     for path in _ro_binds():
         command += ["--ro-bind", str(path), str(path)]
     for path in _masked_packages():
         command += ["--tmpfs", str(path)]
-    command += ["--dev", "/dev", "--remount-ro", "/dev",
-                "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
-                "--ro-bind", str(RUNNER), "/runner/runner.py",
+    command += ["--ro-bind", str(RUNNER), "/runner/runner.py",
                 "--remount-ro", "/",          # bwrap's root is a tmpfs: writable until this
                 "--chdir", "/tmp"]
     return command + (argv or [sys.executable, "-I", "/runner/runner.py"])
