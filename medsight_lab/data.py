@@ -147,7 +147,21 @@ def _check_positive(**sizes):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-class SyntheticRadiologyDataset(Dataset):
+class ReportDataset(Dataset):
+    """What both worlds' datasets share: reports tokenized with `self.tokenizer` to `self.max_len`
+    tokens, and the text of token ids."""
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.tokenizer.encode(text, self.max_len))
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(ids)
+
+    def decode_tokens(self, ids) -> list[str]:
+        return self.tokenizer.decode_tokens(ids)
+
+
+class SyntheticRadiologyDataset(ReportDataset):
     """
     Synthetic dataset for grounded report generation, deterministic from its own `seed`
     (the global RNG is neither read nor changed).
@@ -221,15 +235,6 @@ class SyntheticRadiologyDataset(Dataset):
             "finding_idx": k,
             "finding_name": FINDINGS[k][0],
         }
-
-    def encode(self, text: str) -> torch.Tensor:
-        return torch.tensor(self.tokenizer.encode(text, self.max_len))
-
-    def decode(self, ids) -> str:
-        return self.tokenizer.decode(ids)
-
-    def decode_tokens(self, ids) -> list[str]:
-        return self.tokenizer.decode_tokens(ids)
 
 
 def collate(batch):

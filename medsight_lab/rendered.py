@@ -27,9 +27,8 @@ import itertools
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .data import Tokenizer
+from .data import ReportDataset, Tokenizer
 
 # In report order.
 RENDERED_FINDINGS = ("cardiomegaly", "nodule", "consolidation", "effusion", "pneumothorax")
@@ -172,7 +171,7 @@ def _check_args(n_samples, image_size, patch_size, seed, shortcut, shortcut_find
                              f"[0, 1], got {shortcut!r}")
 
 
-class RenderedChestXrayDataset(Dataset):
+class RenderedChestXrayDataset(ReportDataset):
     """Rendered chest films with multi-finding reports, deterministic from `seed` (the global RNG
     is neither read nor changed).
 
@@ -314,15 +313,6 @@ class RenderedChestXrayDataset(Dataset):
             "has_mark": bool(self.has_mark[idx]),
             "mark_mask": self.mark_mask[idx],
         }
-
-    def encode(self, text: str) -> torch.Tensor:
-        return torch.tensor(self.tokenizer.encode(text, self.max_len))
-
-    def decode(self, ids) -> str:
-        return self.tokenizer.decode(ids)
-
-    def decode_tokens(self, ids) -> list[str]:
-        return self.tokenizer.decode_tokens(ids)
 
 
 # -- rendering (vectorised over images) -----------------------------------------------------------

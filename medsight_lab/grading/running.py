@@ -51,17 +51,21 @@ class Chapter:
                    chapter_imports(nb), package_names(nb), chapter_questions(nb))
 
 
+def _locked_code(nb):
+    """The parsed source of each of the chapter's code cells that is not an answer cell."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and not cells.is_answer_cell(cell):
+            try:
+                yield ast.parse(cell.source)
+            except SyntaxError:
+                continue
+
+
 def chapter_imports(nb):
     """The import statements of the chapter's locked code cells that an answer may use (modules
     in the policy's ALLOWED_IMPORTS), one per line."""
     lines = []
-    for cell in nb.cells:
-        if cell.cell_type != "code" or cells.is_answer_cell(cell):
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
+    for tree in _locked_code(nb):
         for node in tree.body:
             if isinstance(node, ast.Import):
                 names = [a for a in node.names if a.name.split(".")[0] in ALLOWED_IMPORTS]
@@ -76,13 +80,7 @@ def package_names(nb):
     """Names a chapter's locked cells bind to medsight_lab (`ml`, ...). `check` is left out: an
     answer that defines a variable called `check` changes nothing the grader uses."""
     names = {"medsight_lab"}
-    for cell in nb.cells:
-        if cell.cell_type != "code" or cells.is_answer_cell(cell):
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
+    for tree in _locked_code(nb):
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names |= {(a.asname or a.name).split(".")[0] for a in node.names
