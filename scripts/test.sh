@@ -6,6 +6,6 @@ set -euo pipefail
 # shares a module-scoped fixture stay on one worker (tests/conftest.py, --dist loadgroup); each
 # notebook stays on one worker, since its cells share a kernel (--dist loadscope, as nbval says).
 workers="${TEST_WORKERS:-auto}"
-python -m pytest -n "$workers" --dist loadgroup
+python -m pytest -n "$workers" --dist loadgroup --durations=15   # the slowest tests, to keep the run short
 python -m pytest -n "$workers" --dist loadscope --nbval notebooks/ \
     --nbval-sanitize-with notebooks/nbval_sanitize.cfg
