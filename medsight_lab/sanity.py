@@ -66,11 +66,6 @@ def _device(model):
     return next(model.parameters()).device
 
 
-def _in_eval_mode(model, fn):
-    with eval_mode(model):
-        return fn()
-
-
 # -- grounding of the true reports ---------------------------------------------------------------
 @torch.no_grad()
 def teacher_forced_grounding(model, dataset, region_shift=0) -> dict:
@@ -85,13 +80,11 @@ def teacher_forced_grounding(model, dataset, region_shift=0) -> dict:
     """
     _check_model(model)
 
-    def run():
+    with eval_mode(model):
         data = as_batch(dataset, _device(model))
         _, attn = model(data["patches"], data["token_ids"])
         region = torch.roll(data["lesion_mask"], region_shift, dims=-1)
         return grounding_scores(data["token_ids"], attn[-1].mean(1), region)
-
-    return _in_eval_mode(model, run)
 
 
 # -- model randomisation -------------------------------------------------------------------------
@@ -152,8 +145,8 @@ def cascading_randomisation(model, dataset, seed=0) -> list:
         layers = list(range(n - depth, n))
         candidate = randomise_cross_attention(model, layers, seed) if layers else model
         scores = teacher_forced_grounding(candidate, dataset)
-        _, _, labels = _in_eval_mode(candidate,
-                                     lambda: free_running(candidate, data["patches"]))
+        with eval_mode(candidate):
+            _, _, labels = free_running(candidate, data["patches"])
         rows.append({
             "randomised": ("none" if not layers else
                            "layer " + ", ".join(str(i) for i in reversed(layers))),
@@ -198,7 +191,7 @@ def deletion_test(model, dataset, k=None, seed=0) -> dict:
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
         raise ValueError(f"k must be a positive integer or None (the lesion's size), got {k!r}")
 
-    def run():
+    with eval_mode(model):
         device = _device(model)
         data = as_batch(dataset, device)
         keep = data["lesion_mask"].sum(-1) > 0
@@ -231,8 +224,6 @@ def deletion_test(model, dataset, k=None, seed=0) -> dict:
         chosen = masks["attended"]
         result["attended_in_lesion"] = (chosen & lesion).sum().item() / chosen.sum().item()
         return result
-
-    return _in_eval_mode(model, run)
 
 
 # -- datasets with deliberately wrong supervision ------------------------------------------------
