@@ -175,12 +175,3 @@ def test_the_bundle_needs_the_instructor_notebooks(tmp_path, capsys):
     assert stopped.value.code == 2
     assert f"no instructor notebooks (*.ipynb) in {tmp_path}" in capsys.readouterr().err
     assert not (tmp_path / "a.zip").exists()
-
-
-def test_the_tests_that_share_the_bundle_share_an_xdist_group(request):
-    """tests/conftest.py keeps the users of a module-scoped fixture on one xdist worker (built
-    once there) and leaves the others free."""
-    for item in request.session.items:
-        if item.module is request.module:
-            grouped = item.get_closest_marker("xdist_group") is not None
-            assert grouped == ("bundle" in item.fixturenames), item.name
