@@ -118,7 +118,7 @@ class Settings:
 def _message(chapter, exercise, source, suites, settings):
     """The runner's job for one exercise (bytes): its answer cell, the reference answers of the
     chapter's earlier exercises, the chapter's imports, its cases (visible, then hidden)."""
-    spec, arrays, encoded = checks._SPECS[exercise], {}, []
+    spec, arrays, encoded = checks.EXERCISES[exercise], {}, []
     for number, case in enumerate(c for _, group in suites for c in group):
         prefix = f"c{number}"
         projection_keys = None
