@@ -106,7 +106,7 @@ def cases(exercise_id, suite):
 class Outcome:
     """One call of the student's function on one case, as data. `problem` (in words) when the
     call did not return; else the output, the arguments as they are after the call, and, for a
-    gradient case, the gradients of `projection(expected)` w.r.t. the `spec.grad_args` tensors
+    gradient case, the gradients of `projection(expected)` w.r.t. the `record.grad_args` tensors
     (None where no gradient flowed)."""
     problem: str | None = None
     out: object = None
@@ -121,9 +121,9 @@ def projection(expected):
     return [torch.randn(o.numel(), generator=g) for o in outs]
 
 
-def grad_inputs(spec, args):
+def grad_inputs(record, args):
     """The tensors whose gradients are compared: the float tensors of the `grad_args`."""
-    return [t for i in spec.grad_args for t in tensors(args[i]) if t.is_floating_point()]
+    return [t for i in record.grad_args for t in tensors(args[i]) if t.is_floating_point()]
 
 
 def timeout_problem(seconds, label):
@@ -211,11 +211,11 @@ def _time_limit(seconds):
 
 
 @torch.enable_grad()   # whatever the notebook did to autograd, the gradient checks must see it
-def call_in_process(spec, fn, case):
+def call_in_process(record, fn, case):
     """Run the student's function on `case` here, printing silenced and the package's exercise
     functions switched off; the `Outcome`."""
     args = _clone(case.args)
-    inputs = grad_inputs(spec, args) if case.grad else []
+    inputs = grad_inputs(record, args) if case.grad else []
     for t in inputs:
         t.requires_grad_()
     del _called_references[:]
@@ -236,7 +236,7 @@ def call_in_process(spec, fn, case):
                        "yourself")
     grads = None
     if case.grad:
-        expected = spec.reference(*_clone(case.args), **case.kwargs)
+        expected = record.reference(*_clone(case.args), **case.kwargs)
         grads = projected_gradients(out, inputs, projection(expected))
     return Outcome(None, out, args, grads)
 
@@ -270,9 +270,9 @@ def _first_line(err):
     return (text[0][:200] if text else "").strip()
 
 
-def _structure_problem(out, spec):
+def _structure_problem(out, record):
     """Wrong type or number of returned values, in words."""
-    names = spec.outputs
+    names = record.outputs
     if len(names) > 1:
         if not isinstance(out, (tuple, list)):
             return f"returned {_describe(out)}, expected a tuple ({', '.join(names)})"
@@ -283,19 +283,20 @@ def _structure_problem(out, spec):
         if not isinstance(item, torch.Tensor):
             what = ("your function returned " + _describe(item) if len(names) == 1
                     else f"you return {_describe(item)} as the {name}")
-            why = " (keep the result a tensor, so that gradients can flow)" if spec.grad_args \
+            why = " (keep the result a tensor, so that gradients can flow)" if record.grad_args \
                 else " (e.g. x.mean(), not x.mean().item())"
             return f"{what}, expected a torch tensor{why}"
     return None
 
 
-def _shape_problem(out, expected, spec):
-    items, wanted = (out, expected) if len(spec.outputs) > 1 else ((out,), (expected,))
+def _shape_problem(out, expected, record):
+    items, wanted = (out, expected) if len(record.outputs) > 1 else ((out,), (expected,))
     shapes = [tuple(i.shape) for i in items]
     if len(items) == 2 and shapes == [tuple(w.shape) for w in reversed(wanted)] \
             and shapes[0] != shapes[1]:
-        return f"returned ({', '.join(reversed(spec.outputs))}): return ({', '.join(spec.outputs)})"
-    for name, item, want, spelt in zip(spec.outputs, items, wanted, spec.shapes):
+        names = record.outputs
+        return f"returned ({', '.join(reversed(names))}): return ({', '.join(names)})"
+    for name, item, want, spelt in zip(record.outputs, items, wanted, record.shapes):
         if not same_shape(item, want):
             wanted_shape = ("a single number (a 0-dim tensor)" if spelt == "a scalar"
                             else f"{spelt} = {tuple(want.shape)}")
@@ -303,31 +304,31 @@ def _shape_problem(out, expected, spec):
     return None
 
 
-def _value_problem(spec, out, expected, case):
+def _value_problem(record, out, expected, case):
     """Why `out` differs from `expected`: a known mistake if one matches, else what and where."""
-    found = spec.known_mistake(out, expected, _clone(case.args), case.kwargs)
+    found = record.known_mistake(out, expected, _clone(case.args), case.kwargs)
     if found:
         return found
-    problem = _shape_problem(out, expected, spec)
+    problem = _shape_problem(out, expected, record)
     if problem:
         return f"{problem} (on {case.label})"
     if not all(torch.isfinite(t).all() for t in tensors(out)):
         return f"returned NaN or inf on {case.label}: a log of 0 or a division by 0?"
-    if len(spec.outputs) > 1:
-        wrong = next(n for n, o, e in zip(spec.outputs, out, expected) if not matches(o, e))
+    if len(record.outputs) > 1:
+        wrong = next(n for n, o, e in zip(record.outputs, out, expected) if not matches(o, e))
         return f"wrong {wrong} on {case.label}"
     return f"wrong value on {case.label}"
 
 
-def _gradient_problem(spec, grads, case):
+def _gradient_problem(record, grads, case):
     """Compare the student's gradients (of the projection) with the reference's."""
     ref_args = _clone(case.args)
-    inputs = grad_inputs(spec, ref_args)
+    inputs = grad_inputs(record, ref_args)
     for t in inputs:
         t.requires_grad_()
-    expected = spec.reference(*ref_args, **case.kwargs)
+    expected = record.reference(*ref_args, **case.kwargs)
     wanted = projected_gradients(expected, inputs, projection(expected))
-    names = [spec.inputs[i] for i in spec.grad_args for t in tensors(case.args[i])
+    names = [record.inputs[i] for i in record.grad_args for t in tensors(case.args[i])
              if t.is_floating_point()]
     grads = list(grads or []) + [None] * (len(wanted) - len(grads or []))
     for name, grad, want in zip(names, grads, wanted):
@@ -348,26 +349,26 @@ def _gradient_problem(spec, grads, case):
 
 
 @torch.enable_grad()   # the reference's gradients, whatever the notebook did to autograd
-def judge(spec, case, outcome):
+def judge(record, case, outcome):
     """None if `outcome` is right on `case`, else the problem in words."""
     if outcome.problem:
         return outcome.problem
     out = outcome.out
-    problem = _structure_problem(out, spec)
+    problem = _structure_problem(out, record)
     if problem:
         return problem
-    expected = spec.reference(*_clone(case.args), **case.kwargs)
+    expected = record.reference(*_clone(case.args), **case.kwargs)
     if not matches(out, expected):
-        return _value_problem(spec, out, expected, case)
+        return _value_problem(record, out, expected, case)
     after = outcome.args_after
-    for name, given, original in zip(spec.inputs, after, case.args):
+    for name, given, original in zip(record.inputs, after, case.args):
         given, original = tensors(given), tensors(original)
         if len(given) != len(original) or not all(
                 isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
                 and torch.equal(a, b) for a, b in zip(given, original)):
             return (f"your function changes its input ({name}) in place: use out-of-place "
                     "operations (masked_fill, not masked_fill_; x = x + y, not x += y)")
-    return _gradient_problem(spec, outcome.grads, case) if case.grad else None
+    return _gradient_problem(record, outcome.grads, case) if case.grad else None
 
 
 def suite_title(exercise_id, suite):
@@ -377,10 +378,10 @@ def suite_title(exercise_id, suite):
 def judge_suite(exercise_id, suite, suite_cases, outcome_of):
     """The verdict on one suite: the first case whose outcome (`outcome_of(case)`, asked for
     lazily, in order) is wrong, or a pass."""
-    spec, title = EXERCISES[exercise_id], suite_title(exercise_id, suite)
+    record, title = EXERCISES[exercise_id], suite_title(exercise_id, suite)
     for case in suite_cases:
         try:
-            problem = judge(spec, case, outcome_of(case))
+            problem = judge(record, case, outcome_of(case))
         except (Exception, SystemExit) as err:  # e.g. a returned object that breaks torch
             problem = f"your result could not be checked ({type(err).__name__}: " \
                       f"{_first_line(err)}) (on {case.label})"
@@ -410,9 +411,9 @@ def run_check(exercise_id, fn, suite="visible") -> CheckResult:
         suite_cases = cases(exercise_id, suite)
     except HiddenCasesMissing as err:
         return CheckResult(False, f"✘ {title}: {err}")
-    spec = EXERCISES[exercise_id]
+    record = EXERCISES[exercise_id]
     return judge_suite(exercise_id, suite, suite_cases,
-                       lambda case: call_in_process(spec, fn, case))
+                       lambda case: call_in_process(record, fn, case))
 
 
 RAISE_ENV = "MEDSIGHT_CHECKS_RAISE"
