@@ -525,6 +525,27 @@ def test_as_root_a_fork_bomb_is_stopped_and_another_sandbox_still_forks():
     assert sandbox.processes_of(bomb.uid) == sandbox.processes_of(beside.uid) == []
 
 
+@pytest.mark.skipif(not AS_ROOT or not os.path.exists("/usr/bin/python3"),
+                    reason="as root only; Debian's python stands in for root's")
+def test_as_a_root_that_may_not_make_namespaces_the_uid_is_dropped_before_bwrap(monkeypatch):
+    """A container's root may lack CAP_SYS_ADMIN: the sandbox then drops to its own uid before
+    bwrap, which makes a user namespace as for an ordinary user; the limit holds all the same.
+    That uid must reach what bwrap mounts: Debian's python stands in for root's here."""
+    monkeypatch.setattr(sandbox, "root_builds", lambda: False)
+    monkeypatch.setattr(sandbox, "_ro_binds", lambda: [Path("/usr")])
+    limits = sandbox.Limits()
+    python = ["/usr/bin/python3", "-I", "-S", "-c"]
+    with sandbox.sandboxed(limits, python + [FORK_BOMB], stdin=subprocess.PIPE) as bomb:
+        assert _first_line(bomb.process) == [str(limits.processes - 1), str(errno.EAGAIN)]
+        with sandbox.sandboxed(limits, python + [FORKS]) as beside:
+            assert _first_line(beside.process) == ["20"]
+        maps = {Path(f"/proc/{pid}/uid_map").read_text().split()[0]
+                for pid in sandbox.processes_of(bomb.uid)}
+        assert maps == {"0", "65534"}        # bwrap outside as the uid; the bomb as 65534 inside
+        bomb.process.stdin.close()
+    assert sandbox.processes_of(bomb.uid) == sandbox.processes_of(beside.uid) == []
+
+
 @pytest.mark.skipif(not AS_ROOT, reason="stands in for an ordinary user: needs root to do so")
 def test_as_an_ordinary_user_the_limit_is_each_sandboxs_own(monkeypatch):
     """An ordinary grader: the limit is set inside the sandbox's user namespace, whose processes

@@ -23,8 +23,11 @@ Who the code runs as depends on who grades:
   machine at once; no capabilities, no groups, no new privileges) before anything else runs in
   it. The kernel counts processes per uid: with a uid of its own, a fork bomb in one submission
   cannot use up another's count. Python, the virtual environment and the runner must be readable
-  by that uid (`problem` checks it). (Dropping to it before bwrap instead would not do: bwrap
-  reads what it mounts as the user who runs it, and Python often lives where only root may.)
+  by that uid (`problem` checks it). A root that may not make namespaces itself (a container's
+  root without CAP_SYS_ADMIN) drops to that uid before bwrap instead, which then makes a user
+  namespace as for an ordinary user: then that uid must also reach everything bwrap mounts, since
+  bwrap reads it as the user who runs it (which is why this is not the first choice: Python often
+  lives where only root may go, as under /root).
 
 `problem()` says why the sandbox cannot start on this machine (and how to fix it), or None.
 With `unsafe=True` (`--grade-unsafe`) the runner runs as a plain child process with the same
@@ -290,13 +293,30 @@ class Sandboxed(NamedTuple):
     uid: int | None                # the sandbox's own uid (as root), else None
 
 
+@functools.lru_cache(maxsize=None)
+def root_builds():
+    """As root: whether bwrap may build the sandbox as root, without a user namespace (it needs
+    CAP_SYS_ADMIN, which the root of a container may lack). Probed once per process."""
+    with own_uid() as uid:
+        try:
+            done = subprocess.run(bwrap_command(Limits(), ["/bin/true"], uid),
+                                  capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return done.returncode == 0
+
+
 @contextlib.contextmanager
 def sandboxed(limits=Limits(), argv=None, stdin=subprocess.DEVNULL, **popen):
     """`argv` (default: the runner) running in the sandbox, with `limits`: a `Sandboxed`. On
     leaving, every process it started has ended."""
     with own_uid() as uid:
-        process = start(bwrap_command(limits, argv, uid), limits, stdin=stdin, processes=False,
-                        **popen)
+        if uid is not None and not root_builds():     # drop to `uid` first: bwrap as that user
+            command, popen = bwrap_command(limits, argv), {**popen, "user": uid, "group": uid,
+                                                            "extra_groups": []}
+        else:
+            command = bwrap_command(limits, argv, uid)
+        process = start(command, limits, stdin=stdin, processes=False, **popen)
         try:
             yield Sandboxed(process, uid)
         finally:
@@ -329,7 +349,8 @@ def problem():
         return f"the grading sandbox did not start ({err}): {INSTALL_HINT}"
     if process.returncode != 0:
         why = (stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-        hint = ROOT_HINT if uid is not None and not why.startswith("bwrap:") else INSTALL_HINT
+        unreadable = "Permission denied" in why or not why.startswith("bwrap:")
+        hint = ROOT_HINT if uid is not None and unreadable else INSTALL_HINT
         return f"the grading sandbox did not start ({why}): {hint}"
     return None
 
