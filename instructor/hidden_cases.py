@@ -6,17 +6,26 @@ nor the grading sandbox (which mounts no repository) holds it. Two readers load 
 `check(exercise_id, fn, suite="hidden")` in the instructor notebooks (also under nbgrader on the
 instructor's machine), and the grader, which computes the expected values itself.
 
-One function per exercise, `_hidden_<exercise id>()`, returning its `Case`s; `HIDDEN` maps each
-exercise id to it. Cases say what situation they test in their label (it completes "wrong value
-on ..."); `grad=True` also compares gradients with the reference's.
+One function per exercise, `_hidden_<exercise id>()`, returning its `Case`s: the exercise's record
+(medsight_lab/grading/exercises/) names it in its `hidden` field. The inputs are built with the
+same functions as the visible cases, from the record's chapter module. Cases say what situation
+they test in their label (it completes "wrong value on ..."); `grad=True` also compares gradients
+with the reference's.
 """
 
-from medsight_lab.grading.checks import (Case, _attention_inputs, _ce_inputs, _deletion_inputs,
-                                         _entropy_inputs, _explanation_patches, _gradient_inputs,
-                                         _grounding_inputs, _grounding_rows, _loss_inputs,
-                                         _mark_inputs, _rank_pairs, _scores, _sentence_rows,
-                                         _threshold_case)
-from medsight_lab.grading.checks import _cache_inputs, _mask_inputs
+from medsight_lab.grading.exercises import Case
+from medsight_lab.grading.exercises.ch01_dataset import _mask_inputs
+from medsight_lab.grading.exercises.ch02_architecture import _attention_inputs, _scores
+from medsight_lab.grading.exercises.ch03_loss import (_ce_inputs, _entropy_inputs,
+                                                      _grounding_inputs, _loss_inputs)
+from medsight_lab.grading.exercises.ch04_training import _cache_inputs
+from medsight_lab.grading.exercises.ch05_evaluation import _grounding_rows
+from medsight_lab.grading.exercises.ch06_testing_explanations import (_deletion_inputs,
+                                                                      _explanation_patches,
+                                                                      _gradient_inputs,
+                                                                      _rank_pairs)
+from medsight_lab.grading.exercises.ch07_harder_world import _sentence_rows, _threshold_case
+from medsight_lab.grading.exercises.ch08_shortcuts import _mark_inputs
 
 
 def _hidden_finding_masks():
@@ -161,23 +170,3 @@ def _hidden_attention_on_mark():
             Case("an 8 x 8 patch grid and a mark of one patch",
                  _mark_inputs(14, B=4, T=10, N=64, mark_size=(1,))),
             Case("marks of four patches", _mark_inputs(15, B=4, mark_size=(4,)))]
-
-
-
-HIDDEN = {
-    "cross_attention": _hidden_cross_attention,
-    "causal_attention_weights": _hidden_causal_attention_weights,
-    "shifted_cross_entropy": _hidden_shifted_cross_entropy,
-    "grounding_loss": _hidden_grounding_loss,
-    "attention_entropy": _hidden_attention_entropy,
-    "compute_loss": _hidden_compute_loss,
-    "finding_masks": _hidden_finding_masks,
-    "cached_attention_step": _hidden_cached_attention_step,
-    "pointing_game_and_mass": _hidden_pointing_game_and_mass,
-    "patch_norm_map": _hidden_patch_norm_map,
-    "rank_correlation": _hidden_rank_correlation,
-    "deletion_curve": _hidden_deletion_curve,
-    "gradient_times_input": _hidden_gradient_times_input,
-    "spatial_precision": _hidden_spatial_precision,
-    "attention_on_mark": _hidden_attention_on_mark,
-}

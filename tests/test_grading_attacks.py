@@ -7,9 +7,11 @@ policy anyway). Then the sandbox itself is inspected from outside: namespaces, l
 see."""
 
 import csv
+import errno
 import hashlib
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -207,6 +209,19 @@ ATTACKS = {
         "'ALLOCATED ' + str(torch.empty(3 << 30, dtype=torch.uint8).numel())")},
     "big_file": {"shifted_cross_entropy": _leak(
         f"[open(p, 'wb').write(b'x' * (200 << 20)) for p in ('/tmp/{MARK}', 'big.bin')]")},
+    "fork_bomb": {"shifted_cross_entropy": (
+        "import os, time\n"
+        "children, found = 0, 'FORKED 1000'\n"
+        "try:\n"
+        "    while children < 1000:              # far beyond the sandbox's process limit\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(60)\n"
+        "            os._exit(0)\n"
+        "        children += 1\n"
+        "except OSError as err:\n"
+        "    found = f'STOPPED errno {err.errno} after {children} children'\n"
+        "def shifted_cross_entropy(logits, token_ids, pad_id=0):\n"
+        "    raise RuntimeError(found)\n")},
     "detached": {"grounding_loss": (
         "import os\n"
         "for _ in range(20):\n"
@@ -237,6 +252,7 @@ EXPECTED = {
     "flood": ("attention_entropy", 0, ("too large", "stopped the process")),
     "memory": ("shifted_cross_entropy", 0, "BLOCKED"),
     "big_file": ("shifted_cross_entropy", 0, "BLOCKED OSError"),
+    "fork_bomb": ("shifted_cross_entropy", 0, f"STOPPED errno {errno.EAGAIN} after"),
     "detached": ("grounding_loss", 2, "✔ grounding_loss"),
 }
 
@@ -387,50 +403,208 @@ def test_the_run_survives_and_stays_quick(attacked):
 
 # -- the sandbox seen from outside -------------------------------------------------------------
 
+AS_ROOT = os.geteuid() == 0
+
+
 def _sandboxed(code, limits=sandbox.Limits()):
-    return sandbox.start(sandbox.bwrap_command(limits, argv=[sys.executable, "-I", "-c", code]),
-                         limits)
+    """A context: `code` running in the sandbox, a `sandbox.Sandboxed` (process, uid)."""
+    return sandbox.sandboxed(limits, argv=[sys.executable, "-I", "-c", code])
 
 
 def _ns(pid, kind):
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
 
+def _inner(process, marker, timeout=20):
+    """The PID of the sandboxed python (bwrap's child, once setpriv and prlimit have exec'd it)
+    whose command line holds `marker`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        for pid in children.read_text().split() if children.exists() else []:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0] == sys.executable.encode() and marker in b" ".join(argv):
+                return int(pid)
+        time.sleep(0.05)
+    raise AssertionError("the sandboxed process did not start")
+
+
+def _soft(pid, name):
+    """A soft limit of process `pid`, as /proc shows it."""
+    table = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    return next(line.split()[-3] for line in table if line.startswith(name))
+
+
 def test_namespaces_and_limits_from_outside():
     limits = sandbox.Limits()
-    process = _sandboxed("import time; time.sleep(20)", limits)
-    try:
-        deadline = time.monotonic() + 20
-        inner = None
-        while inner is None and time.monotonic() < deadline:   # bwrap -> the sandboxed python
-            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-            pids = children.read_text().split() if children.exists() else []
-            inner = next((int(p) for p in pids
-                          if b"time.sleep" in Path(f"/proc/{p}/cmdline").read_bytes()), None)
-            time.sleep(0.05)
-        assert inner is not None, "the sandboxed process did not start"
-        for kind in ("user", "net", "pid", "ipc", "uts"):
+    with _sandboxed("import time; time.sleep(20)", limits) as (process, uid):
+        inner = _inner(process, b"time.sleep")
+        for kind in ("net", "pid", "ipc", "uts"):
             assert _ns(inner, kind) != _ns(os.getpid(), kind), kind
-        uid_map = Path(f"/proc/{inner}/uid_map").read_text().split()
-        assert uid_map[0] == "65534" and uid_map[2] == "1"     # one unprivileged uid inside
         status = Path(f"/proc/{inner}/status").read_text()
-        assert status.split("NSpid:")[1].splitlines()[0].split()[-1] == "1"     # PID 1 inside
-        assert "CapEff:\t0000000000000000" in status
-        table = Path(f"/proc/{inner}/limits").read_text()
-
-        def soft(name):
-            return next(line.split()[-3] for line in table.splitlines() if line.startswith(name))
-        assert soft("Max address space") == str(limits.memory_bytes)
-        assert soft("Max processes") == str(limits.processes)
-        assert soft("Max file size") == str(limits.file_bytes)
-        assert soft("Max cpu time") == str(limits.cpu_s)
-    finally:
-        sandbox._kill_group(process)
+        field = {line.split(":")[0]: line.split(":", 1)[1].split()
+                 for line in status.splitlines() if ":" in line}
+        assert field["NSpid"][-1] == "1"                                  # PID 1 inside
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert field[caps] == ["0000000000000000"], caps
+        if AS_ROOT:
+            # a uid of its own, no groups, no capabilities left to gain, no new privileges
+            assert uid in sandbox.SANDBOX_UIDS
+            assert field["Uid"] == field["Gid"] == [str(uid)] * 4
+            assert field["Groups"] == [] and field["NoNewPrivs"] == ["1"]
+            assert field["CapBnd"] == ["0000000000000000"]
+        else:
+            assert uid is None and _ns(inner, "user") != _ns(os.getpid(), "user")
+            uid_map = Path(f"/proc/{inner}/uid_map").read_text().split()
+            assert uid_map[0] == "65534" and uid_map[2] == "1"   # one unprivileged uid inside
+        assert _soft(inner, "Max address space") == str(limits.memory_bytes)
+        assert _soft(inner, "Max processes") == str(limits.processes)
+        assert _soft(inner, "Max file size") == str(limits.file_bytes)
+        assert _soft(inner, "Max cpu time") == str(limits.cpu_s)
+        # The process limit is set inside the sandbox, not on bwrap: an ordinary user's bwrap
+        # with it would cap all the user's processes together (the test after next).
+        assert _soft(process.pid, "Max processes") != str(limits.processes)
     for _ in range(100):                    # the kernel tears the namespace down
         if not Path(f"/proc/{inner}").exists():
             break
         time.sleep(0.05)
     assert not Path(f"/proc/{inner}").exists()
+    if AS_ROOT:
+        assert sandbox.processes_of(uid) == []              # nothing left behind as its uid
+
+
+# A python that forks until the kernel refuses, keeps its children, and says how far it got on
+# its first line; then waits for its stdin to close.
+FORK_BOMB = ("import os, sys, time\n"
+             "children, error = 0, None\n"
+             "try:\n"
+             "    while children < 1000:\n"
+             "        if os.fork() == 0:\n"
+             "            time.sleep(60)\n"
+             "            os._exit(0)\n"
+             "        children += 1\n"
+             "except OSError as err:\n"
+             "    error = err.errno\n"
+             "print(children, error, flush=True)\n"
+             "sys.stdin.read()\n")
+FORKS = ("import os, sys, time\n"          # 20 children at once, each alive for a second
+         "pids = []\n"
+         "for _ in range(20):\n"
+         "    pid = os.fork()\n"
+         "    if pid == 0:\n"
+         "        time.sleep(1)\n"
+         "        os._exit(0)\n"
+         "    pids.append(pid)\n"
+         "print(len(pids), flush=True)\n")
+
+
+def _first_line(process, timeout=60):
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, "no line from the sandbox"
+    return process.stdout.readline().decode().split()
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="the process limit is the grader's own when not root")
+def test_as_root_a_fork_bomb_is_stopped_and_another_sandbox_still_forks():
+    """Linux exempts uid 0 from the process limit, and counts processes per uid: each sandbox
+    runs as a uid of its own, so a fork bomb meets the limit (EAGAIN), and a sandbox running
+    beside it, while the bomb holds every process it may have, still forks."""
+    limits = sandbox.Limits()
+    command = [sys.executable, "-I", "-c"]
+    with sandbox.sandboxed(limits, argv=command + [FORK_BOMB], stdin=subprocess.PIPE) as bomb:
+        children, error = _first_line(bomb.process)
+        assert (int(children), error) == (limits.processes - 1, str(errno.EAGAIN))
+        with sandbox.sandboxed(limits, argv=command + [FORKS]) as beside:
+            assert _first_line(beside.process) == ["20"]
+        assert beside.uid != bomb.uid
+        assert len(sandbox.processes_of(bomb.uid)) == limits.processes    # still holding them
+        bomb.process.stdin.close()
+    assert sandbox.processes_of(bomb.uid) == sandbox.processes_of(beside.uid) == []
+
+
+@pytest.mark.skipif(not AS_ROOT or not os.path.exists("/usr/bin/python3"),
+                    reason="as root only; Debian's python stands in for root's")
+def test_as_a_root_that_may_not_make_namespaces_the_uid_is_dropped_before_bwrap(monkeypatch):
+    """A container's root may lack CAP_SYS_ADMIN: the sandbox then drops to its own uid before
+    bwrap, which makes a user namespace as for an ordinary user; the limit holds all the same.
+    That uid must reach what bwrap mounts: Debian's python stands in for root's here."""
+    monkeypatch.setattr(sandbox, "root_builds", lambda: False)
+    monkeypatch.setattr(sandbox, "_ro_binds", lambda: [Path("/usr")])
+    limits = sandbox.Limits()
+    python = ["/usr/bin/python3", "-I", "-S", "-c"]
+    with sandbox.sandboxed(limits, python + [FORK_BOMB], stdin=subprocess.PIPE) as bomb:
+        assert _first_line(bomb.process) == [str(limits.processes - 1), str(errno.EAGAIN)]
+        with sandbox.sandboxed(limits, python + [FORKS]) as beside:
+            assert _first_line(beside.process) == ["20"]
+        maps = {Path(f"/proc/{pid}/uid_map").read_text().split()[0]
+                for pid in sandbox.processes_of(bomb.uid)}
+        assert maps == {"0", "65534"}        # bwrap outside as the uid; the bomb as 65534 inside
+        bomb.process.stdin.close()
+    assert sandbox.processes_of(bomb.uid) == sandbox.processes_of(beside.uid) == []
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="stands in for an ordinary user: needs root to do so")
+def test_as_an_ordinary_user_the_limit_is_each_sandboxs_own(monkeypatch):
+    """An ordinary grader: the limit is set inside the sandbox's user namespace, whose processes
+    the kernel counts on their own: two fork bombs each get the whole limit, whatever else the
+    grader runs (here, more processes than the limit). Root stands in for the user: the command is
+    bwrap's for a non-root grader, run as a free sandbox uid with 70 processes of its own, and
+    Debian's python (the user cannot read root's)."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("no /usr/bin/python3")
+    monkeypatch.setattr(sandbox, "_ro_binds", lambda: [Path("/usr")])
+    limits = sandbox.Limits()
+    command = sandbox.bwrap_command(limits, ["/usr/bin/python3", "-I", "-S", "-c", FORK_BOMB])
+    with sandbox.own_uid() as user:
+
+        def as_the_user():
+            os.setgroups([])
+            os.setresgid(user, user, user)
+            os.setresuid(user, user, user)
+            sandbox.limit_resources(limits, processes=False)()     # as sandbox.sandboxed() does
+
+        others = [subprocess.Popen(["/bin/sleep", "60"], preexec_fn=as_the_user)
+                  for _ in range(limits.processes + 6)]
+        bombs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, preexec_fn=as_the_user)
+                 for _ in range(2)]
+        try:
+            for bomb in bombs:
+                assert _first_line(bomb) == [str(limits.processes - 1), str(errno.EAGAIN)]
+        finally:
+            sandbox.end_processes_of(user)
+            for process in others + bombs:
+                process.wait()
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="uids of their own only as root")
+def test_a_sandbox_uid_is_nobody_elses(monkeypatch):
+    first, second = sandbox.SANDBOX_UIDS[0], sandbox.SANDBOX_UIDS[1]
+    with sandbox.own_uid() as uid:
+        with sandbox.own_uid() as other:                      # taken: the next free one
+            assert uid != other and {uid, other} <= set(sandbox.SANDBOX_UIDS)
+    monkeypatch.setattr(sandbox, "_named_ids", lambda: [range(first, second + 1)])
+    with sandbox.own_uid() as uid:                            # a name on this machine: skipped
+        assert uid not in (first, second)
+    assert os.stat(sandbox.UID_LOCKS).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="uids of their own only as root")
+def test_as_root_grading_refuses_when_the_sandbox_uid_cannot_read_the_course(tmp_path,
+                                                                             monkeypatch):
+    private = tmp_path / "runner.py"
+    private.write_text(sandbox.RUNNER.read_text())
+    private.chmod(0o600)                                    # root's alone
+    monkeypatch.setattr(sandbox, "RUNNER", private)
+    sandbox.problem.cache_clear()
+    try:
+        why = sandbox.problem()
+    finally:
+        sandbox.problem.cache_clear()
+    assert "PermissionError" in why and "chmod -R o+rX" in why, why
 
 
 # The repository's own folder may appear (empty) when the virtualenv lives inside it, as
@@ -458,11 +632,11 @@ def test_what_the_sandbox_can_see():
             f"                  'root': sorted(os.listdir({str(ROOT)!r})) if os.path.isdir({str(ROOT)!r}) else [],\n"
             "                  'writable': [p for p in ['/', '/usr', '/dev', sys.prefix, '/tmp']\n"
             "                               if writable(p)]}))\n")
-    process = _sandboxed(code)
-    out, err = process.communicate(timeout=60)
+    with _sandboxed(code) as (process, uid):
+        out, err = process.communicate(timeout=60)
     seen = json.loads(out)
     assert seen["package"] is None, seen             # the editable install does not resolve
-    assert seen["uid"] == 65534
+    assert seen["uid"] == (uid if AS_ROOT else 65534)
     assert seen["seen"] == [], seen["seen"]
     assert set(seen["root"]) <= {".venv"}, seen["root"]      # at most the venv's mount point
     assert seen["writable"] == ["/tmp"], seen["writable"]

@@ -659,19 +659,8 @@ def test_a_wrong_answer_fails_with_its_diagnosis(exercise, suite, answer, words)
 
 def test_every_known_mistake_is_exercised():
     """The tables of known mistakes and this test's wrong answers cover each other."""
-    tables = {"finding_masks": checks._FINDING_MASK_MISTAKES,
-              "cached_attention_step": checks._CACHED_ATTENTION_MISTAKES,
-              "cross_attention": checks._CROSS_ATTENTION_MISTAKES,
-              "causal_attention_weights": checks._CAUSAL_MISTAKES, "shifted_cross_entropy": checks._CE_MISTAKES,
-              "grounding_loss": checks._GROUNDING_MISTAKES,
-              "attention_entropy": checks._ENTROPY_MISTAKES,
-              "pointing_game_and_mass": checks._POINTING_MISTAKES,
-              "patch_norm_map": checks._PATCH_NORM_MISTAKES,
-              "rank_correlation": checks._RANK_MISTAKES,
-              "deletion_curve": checks._DELETION_MISTAKES,
-              "gradient_times_input": checks._GRADIENT_MISTAKES,
-              "spatial_precision": checks._SPATIAL_MISTAKES,
-              "attention_on_mark": checks._MARK_MISTAKES}
+    tables = {e: ex.mistakes for e, ex in EXERCISES.items() if ex.diagnose is None}
+    assert set(EXERCISES) - set(tables) == {"compute_loss"}     # it diagnoses its parts instead
     for exercise, table in tables.items():
         for message, wrong in table:
             result = run_check(exercise, wrong, "hidden")
@@ -852,7 +841,8 @@ def test_the_hidden_cases_are_outside_the_package_and_the_release_scans_for_them
     lines = hidden_case_lines(checks.HIDDEN_CASES_FILE)
     assert len(lines) >= len(EXERCISES) * 4                  # every exercise has hidden cases
     assert find_leaks(package, lines) == []                  # the package the edition ships
-    assert "def _hidden" not in Path(checks.__file__).read_text(encoding="utf-8")
+    for source in package.rglob("*.py"):                     # the exercises' records included
+        assert "def _hidden" not in source.read_text(encoding="utf-8"), source
     leaked = tmp_path / "medsight_lab" / "grading" / "checks.py"
     leaked.parent.mkdir(parents=True)
     leaked.write_text("x = 1\n    " + lines[0] + "\n")
@@ -864,3 +854,31 @@ def test_without_the_hidden_cases_only_the_visible_suite_runs(monkeypatch, tmp_p
     result = run_check("attention_entropy", attention_entropy, "hidden")
     assert not result.passed and "exist only in the instructor's copy" in result.message
     assert run_check("attention_entropy", attention_entropy).passed
+
+
+# -- one record per exercise -------------------------------------------------------------------
+
+def test_each_record_is_its_chapters_exercise_and_names_its_hidden_cases():
+    from medsight_lab.grading.running import Chapter
+    notebooks = Path(checks.__file__).resolve().parents[2] / "notebooks"
+    hidden = checks._load_hidden_module(str(checks.HIDDEN_CASES_FILE),
+                                        checks.HIDDEN_CASES_FILE.stat().st_mtime_ns)
+    chapters = {}
+    for exercise, record in EXERCISES.items():
+        if record.chapter not in chapters:
+            chapters[record.chapter] = Chapter.read(notebooks / f"{record.chapter}.ipynb")
+        assert record.id == record.function == exercise
+        assert chapters[record.chapter].exercises.get(exercise) == record.points, exercise
+        assert callable(getattr(hidden, record.hidden, None)), record.hidden
+        assert record.guarded and record.title
+    # every exercise of every chapter has its record, in the chapters' order
+    assert [e for c in sorted(chapters) for e in chapters[c].exercises] == list(EXERCISES)
+
+
+def test_a_hidden_cases_file_without_the_records_function_says_so(monkeypatch, tmp_path):
+    partial = tmp_path / "hidden_cases.py"
+    partial.write_text("def _hidden_compute_loss():\n    return []\n")
+    monkeypatch.setenv(checks.HIDDEN_CASES_ENV, str(partial))
+    result = run_check("attention_entropy", attention_entropy, "hidden")
+    assert result.message == f"✘ attention_entropy (hidden tests): {partial} has no hidden cases " \
+                             "for attention_entropy", result.message

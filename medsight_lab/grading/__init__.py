@@ -6,9 +6,10 @@
   takes them in, running.py runs each in the sandbox (sandbox.py, runner.py) and judges the data
   with checks.py, gradebook.py writes the results.
 
-`EXERCISES` is the one table of exercise ids, function names, points and chapters; the hidden
-cases live outside the package (`instructor/hidden_cases.py`). Nothing else in the package imports
-this subpackage.
+`EXERCISES` is the one table of the exercises, in course order: one record each (id, chapter,
+points, visible cases, reference, known mistakes), written in its chapter's module under
+`exercises/`; the hidden cases live outside the package (`instructor/hidden_cases.py`). Nothing
+else in the package imports this subpackage.
 """
 
 from .checks import EXERCISES, CheckResult, check, run_check

@@ -28,6 +28,7 @@ the fix), unless `--grade-unsafe` says the machine is disposable; the run log re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -176,7 +177,9 @@ class Grader:
         rows = list(self.rows.values()) + self._missing_rows(exitstatus)
         rows += [Row(r.name, NO_EXERCISE, 0, 0, r.reason) for r in self.refused]
         mode = ("UNSAFE: --grade-unsafe, students' code ran WITHOUT the sandbox"
-                if self.settings.unsafe else "sandbox: bubblewrap (grading/sandbox.py)")
+                if self.settings.unsafe else "sandbox: bubblewrap (grading/sandbox.py), "
+                + ("as root: each submission as a uid of its own" if os.geteuid() == 0
+                   else "each submission as uid 65534 of a user namespace of its own"))
         workers = getattr(session.config.option, "numprocesses", None)
         gradebook.write(self.output, rows, self.written,
                         {name: c.questions for name, c in self.chapters.items()},

@@ -118,12 +118,12 @@ class Settings:
 def _message(chapter, exercise, source, suites, settings):
     """The runner's job for one exercise (bytes): its answer cell, the reference answers of the
     chapter's earlier exercises, the chapter's imports, its cases (visible, then hidden)."""
-    spec, arrays, encoded = checks._SPECS[exercise], {}, []
+    record, arrays, encoded = checks.EXERCISES[exercise], {}, []
     for number, case in enumerate(c for _, group in suites for c in group):
         prefix = f"c{number}"
         projection_keys = None
         if case.grad:
-            expected = spec.reference(*checks._clone(case.args), **case.kwargs)
+            expected = record.reference(*checks._clone(case.args), **case.kwargs)
             projection_keys = []
             for weights in checks.projection(expected):
                 projection_keys.append(f"{prefix}_p{len(projection_keys)}")
@@ -132,7 +132,7 @@ def _message(chapter, exercise, source, suites, settings):
             "args": runner.encode(list(case.args), arrays, f"{prefix}_a"),
             "kwarg_names": list(case.kwargs),
             "kwargs": runner.encode(list(case.kwargs.values()), arrays, f"{prefix}_k"),
-            "grad_args": list(spec.grad_args) if case.grad else [],
+            "grad_args": list(record.grad_args) if case.grad else [],
             "projection": projection_keys})
     order = list(chapter.exercises)
     earlier = order[:order.index(exercise)]
