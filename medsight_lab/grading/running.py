@@ -18,6 +18,7 @@ with checks.judge_suite: the verdicts of check(), never a line the student's cod
 from __future__ import annotations
 
 import ast
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,14 @@ def _verdict(exercise, function, tree, arrays, suites, settings):
     return True, " ".join(lines)
 
 
+@functools.lru_cache(maxsize=None)
+def _cases(exercise, suite):
+    """An exercise's cases, built once per grading process rather than once per submission
+    (about a second for a chapter's). Nothing changes them: every use takes a copy of a case's
+    tensors (checks._clone) or encodes them."""
+    return tuple(checks.cases(exercise, suite))
+
+
 def grade(chapter, answers, problems, settings=Settings()):
     """{exercise: (points, verdict)} for one submission. `answers`: {exercise: answer cell
     source}; `problems`: {exercise: why the submission has no usable answer cell}."""
@@ -242,8 +251,7 @@ def grade(chapter, answers, problems, settings=Settings()):
             to_run[exercise] = answers[exercise]
     if not to_run:
         return verdicts
-    suites = {e: [(suite, checks.cases(e, suite)) for suite in ("visible", "hidden")]
-              for e in to_run}
+    suites = {e: [(suite, _cases(e, suite)) for suite in ("visible", "hidden")] for e in to_run}
     messages = [_message(chapter, e, source, suites[e], settings) for e, source in to_run.items()]
     budget = STARTUP_S + len(to_run) * (settings.exercise_timeout + 5)
     started = time.monotonic()
