@@ -370,7 +370,7 @@ def png_pixels(grid_html):
     from PIL import Image
     uri = re.search(r'<img class="medsight-film-image" src="data:image/png;base64,([^"]+)"',
                     grid_html).group(1)
-    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))))).reshape(-1)
+    return torch.from_numpy(np.array(Image.open(io.BytesIO(base64.b64decode(uri))))).reshape(-1)
 
 
 # -- pure functions on arrays --------------------------------------------------------------------
@@ -419,7 +419,7 @@ def test_film_png_holds_the_film(films):
     img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert img.mode == "L" and img.size == (64, 64)
     expected = (films.images[4, 0].double().clamp(0, 1) * 255).round().to(torch.uint8)
-    assert torch.equal(torch.from_numpy(np.asarray(img)), expected)
+    assert torch.equal(torch.from_numpy(np.array(img)), expected)
     assert explorer.film_png(films.images[4]) == uri           # the same bytes every time
     with pytest.raises(ValueError, match=r"\(1, H, W\)"):
         explorer.film_png(torch.zeros(2, 8, 8))
