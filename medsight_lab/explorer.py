@@ -322,6 +322,25 @@ def verdict(row, lesion_mask, grounded, region="the lesion", empty=NO_LESION):
     return ("hit" if hit else "miss"), text
 
 
+def finding_word_verdicts(data, mode="generated", layer=-1, head="mean"):
+    """Per sample of `explorer_data(...)`, the pointing-game outcome of each finding word of its
+    `mode` report on `layer` (the last by default) and `head` (or the mean of the heads): a list of
+    (position, word, finding, outcome), finding None on the first world; outcome as `verdict`'s."""
+    _check_data(data)
+    _check_mode(mode)
+    out = []
+    for s in data["samples"]:
+        view, words = s[mode], []
+        for t, (word, grounded) in enumerate(zip(view["tokens"], view["grounded"])):
+            if grounded:
+                target = word_target(s, view, t)
+                outcome = verdict(attention_row(view, layer, head, t), target["mask"], True,
+                                  target["region"], target["empty"])[0]
+                words.append((t, word, view.get("finding", [None] * (t + 1))[t], outcome))
+        out.append(words)
+    return out
+
+
 def _fmt(value):
     # Rounded the same way in JavaScript (floor(100 v + 0.5)), so both faces print the same.
     return f"{math.floor(value * 100 + 0.5) / 100:.2f}"

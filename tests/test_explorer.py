@@ -499,6 +499,22 @@ def test_film_verdicts_score_the_stated_finding(film_data):
     assert "normal film: no finding to outline" in normal["grid"]
 
 
+def test_finding_word_verdicts(film_data, data):
+    films = explorer.finding_word_verdicts(film_data, "teacher_forced", layer=0)
+    assert films == [[(1, "large", "effusion", "hit"), (2, "effusion", "effusion", "hit"),
+                      (4, "small", "pneumothorax", "miss"),
+                      (5, "pneumothorax", "pneumothorax", "miss")], []]
+    assert explorer.finding_word_verdicts(film_data)[0] == [
+        (t, w, "nodule", "hallucinated") for t, w in [(1, "nodule"), (4, "left"), (5, "upper"),
+                                                       (6, "zone")]]
+    # The first world: the words against the lesion, on the last layer's mean of heads by default.
+    assert explorer.finding_word_verdicts(data, "teacher_forced") == [
+        [(1, "small", None, "hit"), (2, "nodule", None, "miss")], []]
+    assert explorer.finding_word_verdicts(data, "teacher_forced", head=1)[0][1][3] == "hit"
+    with pytest.raises(ValueError, match="mode"):
+        explorer.finding_word_verdicts(data, "beam")
+
+
 def test_film_widget_opens_on_the_generated_report(film_data):
     widget = explorer.GroundingExplorer(film_data, mode="generated")
     assert widget.mode_select.value == "generated" and widget.token_slider.value == 1
