@@ -72,7 +72,7 @@ def explorer_data(model, dataset, indices):
     if not indices:
         raise ValueError("indices must name at least one sample of the dataset")
     # A Subset has no decode_tokens; its parent dataset does.
-    root = _source(dataset, 0)[0] if len(dataset) else dataset
+    root, _ = _source(dataset, indices[0])
     films = isinstance(root, RenderedChestXrayDataset)
     decoder = root if films else getattr(dataset, "dataset", dataset)
     device = next(model.parameters()).device
