@@ -1,6 +1,7 @@
 """The second world against its targets, over training seeds, beside the first world.
 
     python benchmarks/bench_world2.py [--seeds 0 1 2 3 4] [--n-test 500] [--world1-seeds ...]
+                                      [--epochs 20]
 
 Trains chapter 7's recipe (`medsight_lab.rendered.RECIPE`: the course model, `ml.default_model`,
 on a RenderedChestXrayDataset of seed 0) once per training seed (model initialisation and batch
@@ -10,7 +11,12 @@ patch, most unusual patch against the training images, uniform attention). Then 
 on the first world (1600 images, 15 epochs), evaluated on its held-out seed, for the same seeds: the
 figures beside which the second world's are read.
 
-Output of the last run: `benchmarks/bench_world2.txt`.
+`--epochs` trains longer (or shorter) than the recipe, everything else the same: does more
+training close the gap to the targets? Each seed's line then also gives the training loss at the
+recipe's epoch count and at the end.
+
+Output of the last run: `benchmarks/bench_world2.txt`; with `--epochs 60` (3 x the recipe):
+`benchmarks/bench_world2_long.txt`.
 
 Timing: the training time per seed is CPU time (`time.process_time`, one thread), a proxy of the
 wall time on a quiet machine that a shared machine inflates (cache and memory contention) but does
@@ -36,17 +42,17 @@ REPORTED = ["finding_f1_macro", "severity_accuracy", "omission_rate", "unreadabl
             "pointing_game", "attention_mass"]
 
 
-def train_world2(seed, n_test):
+def train_world2(seed, n_test, epochs=RECIPE["epochs"]):
     train_set = ml.RenderedChestXrayDataset(RECIPE["n_train"], seed=0)
     test_set = ml.RenderedChestXrayDataset(n_test, seed=1000)
     torch.manual_seed(seed)
     model = ml.default_model(train_set)
     start = time.process_time()
-    ml.train(model, train_set, epochs=RECIPE["epochs"], lr=RECIPE["lr"],
-             batch_size=RECIPE["batch_size"], seed=seed, progress=False)
+    history = ml.train(model, train_set, epochs=epochs, lr=RECIPE["lr"],
+                       batch_size=RECIPE["batch_size"], seed=seed, progress=False)
     cpu = time.process_time() - start
     reference = image_patches(train_set.images, train_set.patch_size)  # for the unusual-patch map
-    return evaluate_rendered(model, test_set, reference=reference), cpu
+    return evaluate_rendered(model, test_set, reference=reference), cpu, history["loss"]
 
 
 def train_world1(seed):
@@ -68,16 +74,27 @@ def main():
     parser.add_argument("--world1-seeds", type=int, nargs="*", default=None,
                         help="default: the same seeds; none to skip the first world")
     parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=RECIPE["epochs"],
+                        help="training epochs (default: the recipe's)")
     args = parser.parse_args()
+    if args.epochs < 1:
+        parser.error(f"--epochs must be a positive integer, got {args.epochs}")
     torch.set_num_threads(1)
-    print(f"recipe: {RECIPE}; held-out set: seed 1000, {args.n_test} images; "
+    recipe = {**RECIPE, "epochs": args.epochs}
+    changed = "" if args.epochs == RECIPE["epochs"] else \
+        f" (the recipe with {args.epochs} epochs instead of {RECIPE['epochs']})"
+    print(f"recipe: {recipe}{changed}; held-out set: seed 1000, {args.n_test} images; "
           f"training seeds {args.seeds}")
     runs = []
     for seed in args.seeds:
-        metrics, cpu = train_world2(seed, args.n_test)
+        metrics, cpu, loss = train_world2(seed, args.n_test, args.epochs)
         runs.append(metrics)
-        print(f"  seed {seed}: training {cpu:.1f} s CPU; F1 micro {metrics['finding_f1_micro']:.3f}",
-              flush=True)
+        losses = f"loss {loss[-1]:.3f}"
+        if args.epochs > RECIPE["epochs"]:
+            losses = (f"loss {loss[RECIPE['epochs'] - 1]:.3f} at epoch {RECIPE['epochs']}, "
+                      f"{loss[-1]:.3f} at epoch {args.epochs}")
+        print(f"  seed {seed}: training {cpu:.1f} s CPU; {losses}; "
+              f"F1 micro {metrics['finding_f1_micro']:.3f}", flush=True)
     last = runs[-1]
     base, chance = last["baselines"], last["chance"]
     print(f"\n{'metric':28s} {'target':>8s}   {'min':>6s} {'median':>6s} {'max':>6s}   "

@@ -5,7 +5,8 @@
 Instructor edition (built from a copy of the book sources, so the repository's `_build/html` is
 left alone): every local link and #anchor resolves, every page loads without a JavaScript error,
 every image loads, every solution is folded behind its toggle until the toggle is clicked, and the
-kernel-free grounding explorer of chapter 5 answers its slider. Student edition
+kernel-free grounding explorer answers its slider: chapter 5's on the first world, chapter 7's
+over the films of the second. Student edition
 (`medsight_lab.grading.release.release`): no solution or hidden-test text anywhere, neither in the
 files nor in what the browser renders, and its local links resolve too.
 
@@ -446,6 +447,93 @@ def test_explorer_answers_its_slider(chromium, instructor_html):
             explorer.locator("select.medsight-layer").select_option("0")
             sample.select_option(options.nth(options.count() - 1).get_attribute("value"))
             assert re.match(r"Pointing game: (hit|miss)|No lesion|Position not read",
+                            verdict.inner_text())
+            assert not watch.errors, watch.errors
+        finally:
+            context.close()
+
+
+FILM_STATE = """root => {
+  const box = el => { const r = el.getBoundingClientRect();
+                      return {x: r.x, y: r.y, w: r.width, h: r.height}; };
+  const img = root.querySelector('img.medsight-film-image');
+  const cells = Array.from(root.querySelectorAll('.medsight-heat'));
+  const opacity = cells.map(c => parseFloat(getComputedStyle(c).opacity));
+  const k = opacity.indexOf(Math.max(...opacity));
+  const mark = root.querySelector('text.medsight-top');
+  return {loaded: img.complete ? img.naturalWidth : 0, src: img.getAttribute('src'),
+          film: box(img), cells: cells.length, hottest: +cells[k].dataset.patch,
+          hot: box(cells[k]), mark: mark && box(mark), opacities: opacity.join(' '),
+          outlines: Array.from(root.querySelectorAll('path.medsight-outline'))
+                         .map(p => p.dataset.finding)};
+}"""
+
+
+def test_film_explorer_answers_its_slider(chromium, instructor_html):
+    """Chapter 7's explorer on films: the film loads, the current word's map lies over it with the
+    most-attended patch (the most opaque square, marked) at its place on the patch grid, the film's
+    findings are outlined, and the slider, the report and the controls redraw it."""
+    rel = "notebooks/07_harder_world.html"
+    with Server(instructor_html) as server:
+        context, page, watch = _open(chromium, server.base + rel)
+        try:
+            explorer = page.locator("div.medsight-explorer").first
+            explorer.scroll_into_view_if_needed()
+            assert explorer.locator(".medsight-film").count() == 1, "no film in chapter 7's explorer"
+            assert explorer.locator("select.medsight-mode").input_value() == "generated"
+            slider = explorer.locator("input.medsight-token-slider")
+            verdict, step = explorer.locator(".medsight-verdict"), explorer.locator(".medsight-step")
+            sample = explorer.locator("select.medsight-sample")
+            options = sample.locator("option")
+            findings = options.nth(0).inner_text().split(" ", 1)[1].split(", ")
+
+            def film_state():
+                state = explorer.evaluate(FILM_STATE)
+                assert state["loaded"] == 64 and state["cells"] == 64
+                side, film, hot = 8, state["film"], state["hot"]
+                # The squares are the 8 x 8 patch grid over the film: the hottest one sits at its
+                # patch's row and column, and the mark in it.
+                assert hot["w"] == pytest.approx(film["w"] / side, abs=0.5)
+                row = round((hot["y"] - film["y"]) / hot["h"])
+                col = round((hot["x"] - film["x"]) / hot["w"])
+                assert 0 <= row < side and 0 <= col < side
+                assert row * side + col == state["hottest"]
+                mark = state["mark"]
+                if mark is not None:
+                    cx, cy = mark["x"] + mark["w"] / 2, mark["y"] + mark["h"] / 2
+                    assert hot["x"] <= cx <= hot["x"] + hot["w"]
+                    assert hot["y"] <= cy <= hot["y"] + hot["h"]
+                return state
+
+            start = film_state()
+            assert sorted(start["outlines"]) == sorted(findings), \
+                "the film's findings are not the ones outlined"
+            first = int(slider.input_value())
+            start_text = verdict.inner_text(), step.inner_text()
+            assert re.match(r"Pointing game: (hit|miss)|This film has no", start_text[0]), \
+                "the explorer should open on a finding word of the generated report"
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            explorer.screenshot(path=str(SCREENSHOTS / "film_explorer_before.png"))
+
+            slider.fill("0")                 # back to <bos>: not a finding word
+            moved = film_state()
+            assert step.inner_text() != start_text[1], "the step line did not follow the slider"
+            assert moved["opacities"] != start["opacities"], "the map did not follow the slider"
+            assert "Not a finding word" in verdict.inner_text()
+            slider.fill(str(first))          # and forth: the original state comes back exactly
+            assert film_state()["opacities"] == start["opacities"]
+            assert (verdict.inner_text(), step.inner_text()) == start_text
+
+            explorer.locator("select.medsight-head").select_option("0")
+            assert film_state()["opacities"] != start["opacities"], "the map ignored the head"
+            explorer.locator("select.medsight-mode").select_option("teacher_forced")
+            explorer.locator("select.medsight-layer").select_option("0")
+            film_state()
+            sample.select_option(options.nth(options.count() - 1).get_attribute("value"))
+            other = film_state()
+            assert other["src"] != start["src"], "the film did not change with the sample"
+            explorer.screenshot(path=str(SCREENSHOTS / "film_explorer_after.png"))
+            assert re.match(r"Pointing game: (hit|miss)|No finding|This film has no|Position not",
                             verdict.inner_text())
             assert not watch.errors, watch.errors
         finally:

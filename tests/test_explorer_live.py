@@ -2,7 +2,8 @@
 
 Starts `jupyter lab` (or `jupyter notebook`) on 127.0.0.1 in a temporary folder. (1) A notebook
 that builds a `GroundingExplorer`: runs the cell, clicks the token slider's track and checks that
-the step line and the report follow (a round trip through the kernel). (2) Chapter 2 as written
+the step line and the report follow (a round trip through the kernel); in JupyterLab, the same on
+films of the second world, where the map is drawn over the film. (2) Chapter 2 as written
 (MyST): with `jupyterlab-myst` its exercise box, formulas and citation render, and no raw
 `:label:`, `{cite:p}` or `$` is left on the page. Needs Debian's Chromium like
 test_book_browser.py (skipped without it, failed when CI is set).
@@ -36,6 +37,15 @@ torch.manual_seed(0)
 ds = ml.SyntheticRadiologyDataset(12, seed=0)
 lesions = [i for i in range(len(ds)) if ds[i]["finding_name"] != "normal"][:2]
 GroundingExplorer(explorer_data(ml.default_model(ds), ds, lesions))"""
+FILM_CELL = """\
+import torch
+import medsight_lab as ml
+from medsight_lab.explorer import GroundingExplorer, explorer_data
+
+torch.manual_seed(0)
+films = ml.RenderedChestXrayDataset(12, seed=3)
+with_findings = [i for i in range(len(films)) if films.lesion_mask[i].any()][:2]
+GroundingExplorer(explorer_data(ml.default_model(films), films, with_findings))"""
 
 
 def _free_port():
@@ -87,18 +97,28 @@ def _jupyter(app, root):
         server.wait(timeout=30)
 
 
-@pytest.fixture(params=sorted(APPS))
-def lab(request, tmp_path_factory):
-    """(base URL, notebook path) of a running `jupyter lab` or `jupyter notebook`."""
-    app = request.param
+def _serve_cell(app, cell, tmp_path_factory):
+    """A running `jupyter <app>` serving a notebook of one code cell: (base URL, notebook path)."""
     _needs(app)
     root = tmp_path_factory.mktemp("lab")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, root / "explorer.ipynb")
     with _jupyter(app, root) as base:
         yield base, APPS[app]
+
+
+@pytest.fixture(params=sorted(APPS))
+def lab(request, tmp_path_factory):
+    """(base URL, notebook path) of a running `jupyter lab` or `jupyter notebook`."""
+    yield from _serve_cell(request.param, CELL, tmp_path_factory)
+
+
+@pytest.fixture
+def film_lab(tmp_path_factory):
+    """(base URL, notebook path) of a running `jupyter lab` with the explorer on films."""
+    yield from _serve_cell("lab", FILM_CELL, tmp_path_factory)
 
 
 @pytest.fixture(params=sorted(APPS))
@@ -150,52 +170,110 @@ def test_chapter_myst_renders(chapter_lab):
         browser.close()
 
 
+def _launch(p):
+    return p.chromium.launch(executable_path=str(CHROMIUM), args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
+def _run_first_cell(page, base, notebook):
+    """Open the notebook, run its cell and wait for the widget's step line."""
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base) else r.abort())
+    page.goto(f"{base}{notebook}?token={TOKEN}")
+    cell = page.locator(".jp-Notebook .jp-Cell").first
+    cell.wait_for(timeout=60000)
+    # Run the cell; a run requested before the kernel is connected is dropped, so retry. On a
+    # busy machine the session may not have its kernel yet: JupyterLab then asks which kernel to
+    # start ("Select Kernel"), and the notebook's own (preselected) is the answer.
+    prompt = cell.locator(".jp-InputPrompt")
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    for _ in range(30):
+        if dialog.count():
+            dialog.locator("button.jp-mod-accept").click()
+            dialog.wait_for(state="detached", timeout=10000)
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_timeout(2000)
+        if prompt.inner_text().strip() not in ("[ ]:", ""):
+            break
+    page.locator(".widget-slider .noUi-handle").first.wait_for(timeout=60000)
+    page.wait_for_function(
+        "() => document.querySelector('.jp-OutputArea-output')?.innerText.includes('Step')",
+        timeout=30000, polling=250)
+    return page.locator(".jp-OutputArea-output").first
+
+
+STEP_LINE = """() => document.querySelector('.jp-OutputArea-output').innerText
+                .split('\\n').find(line => line.startsWith('Step'))"""
+
+
+def _click_track(page, fraction):
+    """Click the slider's track; the value goes to the kernel and the views come back."""
+    track = page.locator(".widget-slider .noUi-base").first.bounding_box()
+    page.mouse.click(track["x"] + fraction * track["width"], track["y"] + track["height"] / 2)
+
+
+def _screenshot(page, name):
+    shots = Path(__file__).resolve().parents[1] / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / name))
+
+
 def test_widget_explorer_follows_its_slider(lab):
     from playwright.sync_api import sync_playwright
 
     base, notebook = lab
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base)
-                   else r.abort())
-        page.goto(f"{base}{notebook}?token={TOKEN}")
-        cell = page.locator(".jp-Notebook .jp-Cell").first
-        cell.wait_for(timeout=60000)
-        # Run the cell; a run requested before the kernel is connected is dropped, so retry.
-        prompt = cell.locator(".jp-InputPrompt")
-        for _ in range(30):
-            cell.locator(".jp-InputArea-editor").click()
-            page.keyboard.press("Shift+Enter")
-            page.wait_for_timeout(2000)
-            if prompt.inner_text().strip() not in ("[ ]:", ""):
-                break
-        handle = page.locator(".widget-slider .noUi-handle").first
-        handle.wait_for(timeout=60000)
-        output = page.locator(".jp-OutputArea-output").first
-        page.wait_for_function(
-            "() => document.querySelector('.jp-OutputArea-output')?.innerText.includes('Step')",
-            timeout=30000, polling=250)
+        output = _run_first_cell(page, base, notebook)
         before = output.inner_text()
         assert "Pointing game" in before
-        step_line = """() => document.querySelector('.jp-OutputArea-output').innerText
-                        .split('\\n').find(line => line.startsWith('Step'))"""
-        first_step = page.evaluate(step_line)
+        first_step = page.evaluate(STEP_LINE)
         # (polling by interval: requestAnimationFrame polling stalls in headless Chromium here)
-        track = page.locator(".widget-slider .noUi-base").first.bounding_box()
-
-        def click_track(fraction):
-            """Click the slider's track; the value goes to the kernel and the views come back."""
-            page.mouse.click(track["x"] + fraction * track["width"], track["y"] + track["height"] / 2)
-
-        click_track(0.98)                    # far right: the report's last token
-        page.wait_for_function(f"s => ({step_line})() !== s", arg=first_step, timeout=15000,
+        _click_track(page, 0.98)             # far right: the report's last token
+        page.wait_for_function(f"s => ({STEP_LINE})() !== s", arg=first_step, timeout=15000,
                                polling=250)
-        assert page.evaluate(step_line).startswith("Step ") and "«<eos>»" in output.inner_text()
+        assert page.evaluate(STEP_LINE).startswith("Step ") and "«<eos>»" in output.inner_text()
         assert output.inner_text() != before
-        shots = Path(__file__).resolve().parents[1] / "_build" / "screenshots"
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / f"{notebook.split('/')[1]}_explorer.png"))
+        _screenshot(page, f"{notebook.split('/')[1]}_explorer.png")
+        browser.close()
+
+
+FILM_MAP = """() => {
+  const out = document.querySelector('.jp-OutputArea-output');
+  const img = out.querySelector('img.medsight-film-image');
+  const cells = Array.from(out.querySelectorAll('.medsight-heat'));
+  return {loaded: img.complete ? img.naturalWidth : 0, cells: cells.length,
+          outlines: out.querySelectorAll('path.medsight-outline').length,
+          opacities: cells.map(c => c.style.opacity).join(' ')};
+}"""
+
+
+def test_widget_explorer_on_films(film_lab):
+    """The live explorer on films of the second world: the film is drawn, with its 64 patches
+    tinted and its findings outlined, and the map follows the slider through the kernel."""
+    from playwright.sync_api import sync_playwright
+
+    base, notebook = film_lab
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        output = _run_first_cell(page, base, notebook)
+        page.wait_for_function(
+            "() => document.querySelector('.jp-OutputArea-output img.medsight-film-image')"
+            "?.naturalWidth > 0", timeout=30000, polling=250)
+        before = page.evaluate(FILM_MAP)
+        assert before["loaded"] == 64 and before["cells"] == 64 and before["outlines"] >= 1
+        assert "Pointing game" in output.inner_text()
+        first_step = page.evaluate(STEP_LINE)
+        _click_track(page, 0.02)             # far left: <bos>, not a finding word
+        page.wait_for_function(f"s => ({STEP_LINE})() !== s", arg=first_step, timeout=15000,
+                               polling=250)
+        after = page.evaluate(FILM_MAP)
+        assert page.evaluate(STEP_LINE).startswith("Step 0 reads «<bos>»")
+        assert "Not a finding word" in output.inner_text()
+        assert after["cells"] == 64 and after["opacities"] != before["opacities"], \
+            "the map over the film did not follow the slider"
+        _screenshot(page, "lab_film_explorer.png")
         browser.close()
