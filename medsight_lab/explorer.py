@@ -40,7 +40,7 @@ from torch.utils.data import Subset
 
 from .data import GROUNDED_WORDS
 from .model import eval_mode
-from .rendered import RENDERED_FINDINGS, RenderedChestXrayDataset
+from .rendered import RENDERED_FINDINGS, RenderedChestXrayDataset, patch_grid_to_pixels
 from .rendered_metrics import positive_sentences
 from .visualise import FINDING_COLOURS
 
@@ -154,20 +154,6 @@ def _film_view(decoder, token_ids, attn):
 
 
 # -- films: pure functions of arrays ------------------------------------------------------------
-def patch_grid_to_pixels(values, height, width):
-    """(N,) values on the row-major patch grid (the order of `rendered.image_patches`) ->
-    (height, width) array holding each patch's value over its pixels."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size == 0:
-        raise ValueError(f"values must be one value per patch (N,), got shape {v.shape}")
-    side = math.isqrt(v.size)
-    if side * side != v.size:
-        raise ValueError(f"{v.size} values do not form a square patch grid")
-    if height % side or width % side:
-        raise ValueError(f"a {side}x{side} patch grid does not tile a {height}x{width} image")
-    return np.kron(v.reshape(side, side), np.ones((height // side, width // side)))
-
-
 def _runs(flags):
     """(start, end) of each run of True in a 1-D bool array."""
     edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))

@@ -24,6 +24,7 @@ absent, either denied or not mentioned. The vocabulary is built from this gramma
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import torch
@@ -147,6 +148,20 @@ def image_patches(images, patch_size):
     p = patch_size
     return (images[:, 0].reshape(B, H // p, p, W // p, p).permute(0, 1, 3, 2, 4)
             .reshape(B, (H // p) * (W // p), p * p))
+
+
+def patch_grid_to_pixels(values, height, width):
+    """(N,) values on the row-major patch grid (the order of `image_patches`) -> (height, width)
+    array holding each patch's value over its pixels: the way back from patches to the film."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"values must be one value per patch (N,), got shape {v.shape}")
+    side = math.isqrt(v.size)
+    if side * side != v.size:
+        raise ValueError(f"{v.size} values do not form a square patch grid")
+    if height % side or width % side:
+        raise ValueError(f"a {side}x{side} patch grid does not tile a {height}x{width} image")
+    return np.kron(v.reshape(side, side), np.ones((height // side, width // side)))
 
 
 def _check_args(n_samples, image_size, patch_size, seed, shortcut, shortcut_finding):

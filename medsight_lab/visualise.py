@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .data import GROUNDED_WORDS, Tokenizer
 from .model import eval_mode
+from .rendered import patch_grid_to_pixels
 
 IMAGE_CMAP = "cividis"
 ATTENTION_CMAP = "viridis"
@@ -587,12 +588,10 @@ def plot_attention_on_image(image, attn_row, pixel_mask=None, ax=None, title=Non
     if img.ndim != 2:
         raise ValueError(f"image must be (1, H, W) or (H, W), got shape {img.shape}")
     row = _as_patch_vector(attn_row, "attn_row")
-    side = _grid_side(row.size, "attn_row")
-    if img.shape[0] % side or img.shape[1] % side:
-        raise ValueError(f"a {side}x{side} patch grid does not tile a {img.shape} image")
+    _grid_side(row.size, "attn_row")
+    heat = patch_grid_to_pixels(row, *img.shape)
     ax = _new_axes(ax, (3.2, 3.2))
     ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-    heat = np.kron(row.reshape(side, side), np.ones((img.shape[0] // side, img.shape[1] // side)))
     shown = ax.imshow(heat, cmap=ATTENTION_CMAP, alpha=0.55, vmin=0, vmax=max(row.max(), 1e-6))
     plt.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="attention")
     if pixel_mask is not None:

@@ -17,7 +17,8 @@ import medsight_lab as ml
 from medsight_lab import explorer
 from medsight_lab.data import SyntheticRadiologyDataset
 from medsight_lab.model import GroundedReportVLM, ModelConfig
-from medsight_lab.rendered import RENDERED_FINDINGS, RenderedChestXrayDataset, image_patches
+from medsight_lab.rendered import (RENDERED_FINDINGS, RenderedChestXrayDataset, image_patches,
+                                   patch_grid_to_pixels)
 
 
 def peaked(patch, weight=0.7):
@@ -378,7 +379,7 @@ def test_patch_grid_to_pixels_puts_each_patch_on_its_pixels(films):
     image = films.images[0]                                   # (1, 64, 64)
     patches = image_patches(films.images[:1], 8)[0]           # (64, 64): the model's patch order
     for p in (0, 13, 41, 63):                                 # 13 and 41 swap under a transpose
-        heat = explorer.patch_grid_to_pixels(peaked64(p), 64, 64)
+        heat = patch_grid_to_pixels(peaked64(p), 64, 64)
         assert heat.shape == (64, 64)
         hot = torch.from_numpy(heat == heat.max())
         assert int(hot.sum()) == 64                           # one 8 x 8 block
@@ -386,7 +387,7 @@ def test_patch_grid_to_pixels_puts_each_patch_on_its_pixels(films):
         y, x = divmod(int(heat.argmax()), 64)
         assert (y // 8) * 8 + x // 8 == p
     values = torch.rand(64).tolist()
-    heat = explorer.patch_grid_to_pixels(values, 64, 64)
+    heat = patch_grid_to_pixels(values, 64, 64)
     assert heat[5, 60] == pytest.approx(values[7]) and heat[63, 0] == pytest.approx(values[56])
 
 
@@ -395,7 +396,7 @@ def test_patch_grid_to_pixels_puts_each_patch_on_its_pixels(films):
     ([], 64, r"\(N,\)")])
 def test_patch_grid_to_pixels_refuses_bad_input(values, size, message):
     with pytest.raises(ValueError, match=message):
-        explorer.patch_grid_to_pixels(values, size, size)
+        patch_grid_to_pixels(values, size, size)
 
 
 def test_outline_path_draws_exactly_the_mask_boundary(films):
@@ -435,9 +436,9 @@ def test_film_data_outlines_the_films_findings(films):
         k = RENDERED_FINDINGS.index(f["name"])
         assert f["mask"] == films.finding_masks[i, k].int().tolist()
         assert edges_of_path(f["outline"]) == boundary_edges(films.pixel_masks[i, k])
-        blocks = explorer.patch_grid_to_pixels(f["mask"], 64, 64)
+        blocks = patch_grid_to_pixels(f["mask"], 64, 64)
         assert edges_of_path(f["patch_outline"]) == boundary_edges(torch.from_numpy(blocks))
-    union = explorer.patch_grid_to_pixels(films.lesion_mask[i].tolist(), 64, 64)
+    union = patch_grid_to_pixels(films.lesion_mask[i].tolist(), 64, 64)
     assert edges_of_path(film["lesion_outline"]) == boundary_edges(torch.from_numpy(union))
     with pytest.raises(ValueError, match="unknown findings"):
         _film_sample(films, i, ["fracture"])
