@@ -79,7 +79,10 @@ def _jupyter(app, root):
         [sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
          f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={TOKEN}",
          f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         # a workspace of its own: JupyterLab reopens the last session's tabs from ~/.jupyter
+         # (another test's notebook, in a hidden tab) unless told otherwise
+         f"--LabApp.workspaces_dir={Path(root) / '.workspaces'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -128,8 +131,18 @@ def chapter_lab(request, tmp_path_factory):
     _needs(app)
     root = tmp_path_factory.mktemp("chapter")
     shutil.copy(ROOT / "notebooks" / CHAPTER, root / CHAPTER)
+    nbformat.write(_student_chapter(), root / f"student_{CHAPTER}")
     with _jupyter(app, root) as base:
         yield base, APPS[app].replace("explorer.ipynb", CHAPTER)
+
+
+def _student_chapter():
+    """Chapter 2 as the student edition hands it out: plain Markdown (grading/release.py)."""
+    from medsight_lab.grading.plain_markdown import load_bibliography, plain_notebook
+    from medsight_lab.grading.release import student_notebook
+    nb = nbformat.read(ROOT / "notebooks" / CHAPTER, as_version=4)
+    return plain_notebook(student_notebook(nb, CHAPTER),
+                          load_bibliography(ROOT / "book" / "references.bib"))
 
 
 RENDERED_MARKDOWN = """() => Array.from(document.querySelectorAll('.jp-MarkdownCell'))
@@ -167,6 +180,33 @@ def test_chapter_myst_renders(chapter_lab):
         shots = ROOT / "_build" / "screenshots"
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / f"{notebook.split('/')[1]}_chapter2_myst.png"))
+        browser.close()
+
+
+def test_student_edition_reads_as_author_and_year(chapter_lab):
+    """The student edition's chapter, which students open, in the same server: citations read
+    "(Vaswani et al., 2017)" with the work in a reference list, the exercise is a heading, the
+    formulas are typeset, and no MyST is left (with the extension or without it)."""
+    from playwright.sync_api import sync_playwright
+
+    base, notebook = chapter_lab
+    student = notebook.replace(CHAPTER, f"student_{CHAPTER}")
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 3000})
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base)
+                   else r.abort())
+        page.goto(f"{base}{student}?token={TOKEN}")
+        page.locator(".jp-Notebook .jp-MarkdownCell").first.wait_for(timeout=60000)
+        page.locator(".jp-MarkdownCell :text('(Vaswani et al., 2017)')").first.wait_for(
+            timeout=30000)
+        page.locator(".jp-MarkdownCell h4:has-text('Exercise 1 — Cross-attention')").first \
+            .wait_for(timeout=10000)
+        assert page.locator(".jp-MarkdownCell .katex").count() >= 5
+        text = page.evaluate(RENDERED_MARKDOWN)
+        assert "Attention is All you Need" in text                # the reference list
+        for raw in ("{exercise}", ":label:", "{cite", "vaswani2017attention", "$"):
+            assert raw not in text, f"raw markup on the student's page: {raw!r}"
         browser.close()
 
 
