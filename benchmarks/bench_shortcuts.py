@@ -3,6 +3,11 @@
     nice -n 5 python benchmarks/bench_shortcuts.py [--seeds 0 1 2 3 4] [--arms ...] [--n-test 500]
     # or one process per arm, then the table of all of them:
     ... --arms "no grounding" --save runs_a.json;  ... --load runs_*.json
+    # the stored table (benchmarks/bench_shortcuts.txt) from the stored runs, seeds 0-4:
+    ... --load benchmarks/bench_shortcuts_runs.json
+
+With --load, the runs of all files are merged by arm and seed and the table shows the --seeds
+asked for (default 0-4; the stored runs hold seeds 5-9 of the chapter's two arms too).
 
 Trains the course model with chapter 8's recipe (`shortcuts.SHORTCUT_RECIPE`) on a
 RenderedChestXrayDataset of seed 0 whose mark travels with pneumothorax (`shortcuts.SHORTCUT`),
@@ -67,10 +72,11 @@ def run_one(arm, seed, train_set, test_sets):
 
 
 def describe(arm, run):
+    decides = run["mark decides"]
     return (f"  {arm} seed {run['seed']}: {run['cpu']:.0f} s CPU training, {run['cpu_eval']:.0f} s "
-            f"CPU evaluation; F1 kept {run['kept']['f1']:.3f} inverted {run['inverted']['f1']:.3f}; "
-            f"flipped {run['mark decides']['flipped']:.2f}; looks right but mark "
-            f"{run['mark decides']['n_looks_right_but_mark']}/{run['mark decides']['n_candidates']}")
+            f"CPU evaluation; F1 kept {run['kept']['f1']:.3f} "
+            f"inverted {run['inverted']['f1']:.3f}; flipped {decides['flipped']:.2f}; "
+            f"looks right but mark {decides['n_looks_right_but_mark']}/{decides['n_candidates']}")
 
 
 def main():
@@ -157,7 +163,8 @@ def table(results, test_sets, train_set):
                if np.mean([r["kept"]["f1"] for r in results[arm]]) > chance]
     print(f"\nissue 13's goal (grounded arm keeps F1 within 0.05 on the inverted set while the "
           f"ungrounded loses >= 0.2): ungrounded drop "
-          f"{np.mean(drops.get('no grounding', [float('nan')])):.2f}; grounded arms whose mean drop "
+          f"{np.mean(drops.get('no grounding', [float('nan')])):.2f}; grounded arms whose mean "
+          f"drop "
           f"is within 0.05: {within or 'none'}; of those, arms whose kept F1 is above the chance "
           f"reader's {chance:.2f} (that still call pneumothorax where the mark agrees): "
           f"{calling or 'none'}")
