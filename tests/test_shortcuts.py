@@ -147,10 +147,21 @@ def test_a_short_training_run_of_each_arm(sets):
     train_set = ml.RenderedChestXrayDataset(64, seed=0, shortcut=sc.SHORTCUT)
     small = sc.test_sets(40, seed=9)["inverted"]
     for name, options in sc.ARMS.items():
-        model = sc.train_arm(train_set, seed=0, recipe={"epochs": 1, "batch_size": 32}, **options)
+        model = sc.train_arm(train_set, seed=0, recipe={"epochs": 1, "batch_size": 32},
+                             progress=False, **options)
         scores = sc.shortcut_scores(model, small)
         assert set(scores) >= {"f1", "hallucination_rate", "omission_rate", "mark_words",
                                "mark_before", "false_call_with_mark"}
         assert len(scores["mark_words"]) == model.config.num_layers
     decides = sc.mark_decides(model, small)
     assert 0 <= decides["flipped"] <= 1
+
+
+def test_train_arm_shows_progress_unless_told_not_to(capsys):
+    torch.set_num_threads(1)
+    train_set = ml.RenderedChestXrayDataset(32, seed=0, shortcut=sc.SHORTCUT)
+    recipe = {"epochs": 2, "batch_size": 32}
+    sc.train_arm(train_set, seed=0, recipe=recipe, **sc.ARMS["no grounding"])
+    assert "2/2" in capsys.readouterr().err          # ml.train's bar (a line in a notebook)
+    sc.train_arm(train_set, seed=0, recipe=recipe, progress=False, **sc.ARMS["no grounding"])
+    assert capsys.readouterr().err == ""
