@@ -23,8 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-# Chapters 0-3 build models on the CPU only; 4 to 6 train on the device ml.pick_device() picks.
-TRAINING_CHAPTERS = ("04_training.ipynb", "05_evaluation.ipynb", "06_testing_explanations.ipynb")
+# Chapters 0-3 build models on the CPU only; 4 to 8 train on the device ml.pick_device() picks.
+TRAINING_CHAPTERS = ("04_training.ipynb", "05_evaluation.ipynb", "06_testing_explanations.ipynb",
+                     "07_harder_world.ipynb", "08_shortcuts.ipynb")
 
 # Put first in each copy: shifts every training seed by SEED. The chapters call ml.set_seed and
 # ml.train through the module, so patching the module's attributes reaches every call.
