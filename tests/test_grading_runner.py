@@ -114,3 +114,15 @@ def test_a_patch_score_says_which_patches_it_expects():
         score(torch.zeros(5, 4))
     assert score(torch.zeros(2, 5, 4, dtype=torch.float64)).dtype == torch.float64
     assert repr(score) == "PatchScore(N=5, D=4, K=3, square=0.25)"
+
+
+def test_the_folders_on_the_way_to_a_mount_inside_the_private_tmp_are_made_passable():
+    """A checkout under /tmp (CI's clone): its virtualenv is bound inside the sandbox's private
+    /tmp, so bwrap must make /tmp/fresh there, passable by the sandbox's uid; folders inside
+    another bind are the real ones, and /tmp itself is the tmpfs."""
+    from medsight_lab.grading.sandbox import _folders_on_the_way
+    found = _folders_on_the_way(["/usr", "/usr/lib/python3/dist", "/tmp/fresh/.venv",
+                                 "/root/.pyenv/versions/3.11", "/runner/runner.py"],
+                                mounts=["/tmp"])
+    assert [str(f) for f in found] == ["/tmp/fresh", "/root", "/root/.pyenv",
+                                       "/root/.pyenv/versions", "/runner"]

@@ -160,14 +160,15 @@ def bwrap_command(limits=Limits(), argv=None, uid=None):
 
 
 def _folders_on_the_way(destinations, mounts=()):
-    """The folders above the `destinations` that no mount (a destination or one of `mounts`)
-    covers, outermost first."""
-    covering = [Path(m) for m in [*destinations, *mounts]]
+    """The folders above the `destinations` that bwrap must make, outermost first: not those
+    inside another destination (a bind shows the real folders there) nor the empty `mounts`
+    (tmpfs) themselves, but those inside such a mount (a checkout under /tmp: /tmp/fresh)."""
+    binds, empty = [Path(d) for d in destinations], [Path(m) for m in mounts]
     folders = []
     for destination in destinations:
         for folder in reversed(Path(destination).parents):
-            if folder != Path("/") and folder not in folders \
-                    and not any(folder.is_relative_to(m) for m in covering):
+            if folder != Path("/") and folder not in folders and folder not in empty \
+                    and not any(folder.is_relative_to(b) for b in binds):
                 folders.append(folder)
     return folders
 
