@@ -38,6 +38,7 @@ machine or container.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import functools
 import grp
@@ -229,8 +230,8 @@ def processes_of(uid):
 
 
 def end_processes_of(uid, timeout=10.0):
-    """Kill every process of `uid` (all of one sandbox's, as root) until none is left, for at most
-    `timeout` seconds; True when none is."""
+    """Kill every process of `uid` (all of one sandbox's, as root) until none is left, zombies
+    included, for at most `timeout` seconds; True when none is."""
     deadline = time.monotonic() + timeout
     while True:
         pids = processes_of(uid)
@@ -239,11 +240,25 @@ def end_processes_of(uid, timeout=10.0):
         if time.monotonic() > deadline:
             return False
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ChildProcessError):     # not (or no longer) ours to reap
+                os.waitpid(pid, os.WNOHANG)
         time.sleep(0.01)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@functools.lru_cache(maxsize=None)
+def adopt_orphans():
+    """Make this process the reaper of the orphans of what it starts (prctl
+    PR_SET_CHILD_SUBREAPER): a sandbox process left without its parent (bwrap killed on a
+    time-out) comes to this process, which reaps it at once (`end_processes_of`), instead of to
+    the machine's init, which may reap it late or never and so keep its uid in use. Once per
+    process; False where the kernel refuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 @contextlib.contextmanager
@@ -312,6 +327,8 @@ def sandboxed(limits=Limits(), argv=None, stdin=subprocess.DEVNULL, **popen):
     """`argv` (default: the runner) running in the sandbox, with `limits`: a `Sandboxed`. On
     leaving, every process it started has ended."""
     with own_uid() as uid:
+        if uid is not None:
+            adopt_orphans()
         if uid is not None and not root_builds():     # drop to `uid` first: bwrap as that user
             command, popen = bwrap_command(limits, argv), {**popen, "user": uid, "group": uid,
                                                             "extra_groups": []}
