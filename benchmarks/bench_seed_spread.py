@@ -182,6 +182,32 @@ def passes(value, check):
     return {">=": value >= bound, ">": value > bound, "<": value < bound}[op]
 
 
+def print_spread(results, checks, stored="the notebooks store seed 0", digits=3):
+    """The table of every quantity over the seeds of `results` ({seed: {name: value}}): its
+    check from `checks` ((name, (op, bound)) pairs; (None, None) for none), min, median, max and
+    the seeds that fail, then every seed's values. Returns the number of failures. Shared by
+    bench_shortcut_spread.py."""
+    seeds = sorted(results)
+    width = digits + 4
+    print(f"\n{len(seeds)} training seeds: {seeds}; {stored}\n")
+    print(f"{'quantity':<66} {'check':>{width}} {'min':>{width}} {'median':>{width}} "
+          f"{'max':>{width}}  fails")
+    failures = 0
+    for name, check in checks:
+        values = [results[s][name] for s in seeds]
+        failing = [s for s in seeds if check[0] and not passes(results[s][name], check)]
+        failures += len(failing)
+        shown = f"{check[0]} {check[1]:.3g}" if check[0] else "-"
+        print(f"{name:<66} {shown:>{width}} {min(values):{width}.{digits}f} "
+              f"{statistics.median(values):{width}.{digits}f} {max(values):{width}.{digits}f}  "
+              f"{failing if failing else ''}")
+    print(f"\nchecks failed over all seeds: {failures}")
+    print(f"\nper seed ({', '.join(map(str, seeds))}):")
+    for name, _ in checks:
+        print(f"{name:<66} " + " ".join(f"{results[s][name]:.{digits}f}" for s in seeds))
+    return failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
@@ -202,23 +228,7 @@ def main():
             results[seed] = values
             print(f"seed {seed}: {seconds:.0f} s wall, {cpu:.0f} s CPU", flush=True)
 
-    seeds = sorted(results)
-    print(f"\n{len(seeds)} training seeds: {seeds}; the notebooks store seed 0\n")
-    print(f"{'quantity':<66} {'check':>7} {'min':>7} {'median':>7} {'max':>7}  fails")
-    failures = 0
-    for name, check in CHECKS:
-        values = [results[s][name] for s in seeds]
-        failing = [s for s in seeds if check[0] and not passes(results[s][name], check)]
-        failures += len(failing)
-        shown = f"{check[0]} {check[1]:g}" if check[0] else "-"
-        print(f"{name:<66} {shown:>7} {min(values):7.3f} {statistics.median(values):7.3f} "
-              f"{max(values):7.3f}  {failing if failing else ''}")
-    print(f"\nchecks failed over all seeds: {failures}")
-
-    print(f"\nper seed ({', '.join(map(str, seeds))}):")
-    for name, _ in CHECKS:
-        print(f"{name:<66} " + " ".join(f"{results[s][name]:.3f}" for s in seeds))
-
+    print_spread(results, CHECKS)
 
 if __name__ == "__main__":
     main()

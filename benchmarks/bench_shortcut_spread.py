@@ -16,7 +16,6 @@ on CPU a training run is repeatable), and trains only the seeds missing from the
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_seed_spread import print_spread  # noqa: E402
 from bench_shortcuts import run_one  # noqa: E402
 
 import medsight_lab as ml  # noqa: E402
@@ -73,11 +73,6 @@ def quantities(runs):
     return out
 
 
-def passes(value, check):
-    op, bound = check
-    return {">=": value >= bound, ">": value > bound, "<": value < bound}[op]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
@@ -110,22 +105,7 @@ def main():
         print(f"seed {seed}: {time.perf_counter() - start:.0f} s"
               + (f" (stored runs reused: {', '.join(reused)})" if reused else ""), flush=True)
 
-    seeds = sorted(results)
-    print(f"\n{len(seeds)} training seeds: {seeds}; the notebook stores seed 0\n")
-    print(f"{'quantity':<66} {'check':>8} {'min':>8} {'median':>8} {'max':>8}  fails")
-    failures = 0
-    for name, check in CHECKS:
-        values = [results[s][name] for s in seeds]
-        failing = [s for s in seeds if check[0] and not passes(results[s][name], check)]
-        failures += len(failing)
-        shown = f"{check[0]} {check[1]:.3g}" if check[0] else "-"
-        print(f"{name:<66} {shown:>8} {min(values):8.4f} {statistics.median(values):8.4f} "
-              f"{max(values):8.4f}  {failing if failing else ''}")
-    print(f"\nchecks failed over all seeds: {failures}")
-    print("\nper seed:")
-    for name, _ in CHECKS:
-        print(f"  {name:<64} " + " ".join(f"{results[s][name]:6.3f}" for s in seeds))
-
+    print_spread(results, CHECKS, stored="the notebook stores seed 0", digits=4)
 
 if __name__ == "__main__":
     main()
