@@ -378,8 +378,8 @@ def run(messages, timeout, limits=Limits(), unsafe=False):
     sending it `messages` (bytes) one at a time: the next only once it has answered the last.
     Returns when it, and everything it started, has ended."""
     if not unsafe:
-        with sandboxed(limits, stdin=subprocess.PIPE) as (process, uid):
-            return _converse(process, messages, timeout, limits, uid)
+        with sandboxed(limits, stdin=subprocess.PIPE) as (process, _):
+            return _converse(process, messages, timeout, limits)
     scratch = tempfile.mkdtemp(prefix="medsight-unsafe-")
     try:
         env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "OMP_NUM_THREADS": "1"}
@@ -390,9 +390,8 @@ def run(messages, timeout, limits=Limits(), unsafe=False):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _converse(process, messages, timeout, limits, uid=None):
-    """Send `messages` to the started runner, one at a time, and read its answers; then end it
-    (`uid`: the sandbox's own, as root, else None)."""
+def _converse(process, messages, timeout, limits):
+    """Send `messages` to the started runner, one at a time, and read its answers; then end it."""
     os.set_blocking(process.stdin.fileno(), False)
     answers, stdout, stderr = [], bytearray(), bytearray()
     to_send = bytearray(frame(messages[0])) if messages else bytearray()
@@ -444,7 +443,7 @@ def _converse(process, messages, timeout, limits, uid=None):
                     too_large = True
             if too_large or (not selector.get_map()):
                 break
-    _end(process, uid, finished=len(answers) == len(messages) and not too_large)
+    _end(process, finished=len(answers) == len(messages) and not too_large)
     for stream in (process.stdin, process.stdout, process.stderr):
         try:
             stream.close()
@@ -467,26 +466,18 @@ def start(command, limits=Limits(), stdin=subprocess.DEVNULL, processes=True, **
                             preexec_fn=limit_resources(limits, processes), **popen)
 
 
-END_GRACE_S = 2.0      # for a runner to end by itself, and for bwrap to reap it
+END_GRACE_S = 2.0      # for a runner to end by itself at the end of its input
 
 
-def _end(process, uid=None, finished=False):
-    """End the runner so that none of its processes outlives this call, not even as a zombie
-    that only the machine's init could reap (as root, `own_uid` waits for every process of the
-    uid to be gone, zombies included, and an init that reaps slowly made that cost a second per
-    submission). bwrap must outlive the runner to reap it: after a conversation that went to its
-    end, the runner ends at the end of its input; otherwise (a time-out, a flood) the sandbox's
-    own processes (its uid's, as root) are killed first. bwrap last, in any case."""
+def _end(process, finished=False):
+    """End the runner. After a conversation that went to its end, the runner ends at the end of
+    its input and bwrap, its parent, reaps it: no process is killed and none is orphaned.
+    Otherwise (a time-out, a flood) bwrap's group is killed; as root, what it leaves behind comes
+    to this process (`adopt_orphans`), and `own_uid` kills and reaps it."""
     if process.stdin is not None:
         with contextlib.suppress(OSError):
             process.stdin.close()
     if finished:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=END_GRACE_S)
-    if process.poll() is None and uid is not None:
-        for pid in processes_of(uid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=END_GRACE_S)
     _kill_group(process)
