@@ -158,9 +158,7 @@ def test_chapter_myst_renders(chapter_lab):
 
     base, notebook = chapter_lab
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 3000})
         page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base)
                    else r.abort())
